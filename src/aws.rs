@@ -1,0 +1,135 @@
+//! Building EC2 clients: credentials, timeouts, retries, and the counting of every request.
+//!
+//! Credentials and endpoints come from `aws-config`'s default chain, so the exporter runs the
+//! way every AWS tool does: environment variables, shared profiles and SSO, web identity (IRSA,
+//! EKS Pod Identity), ECS task roles and EC2 instance metadata; `AWS_ENDPOINT_URL_EC2` (or
+//! `AWS_ENDPOINT_URL`) redirects the client, e.g. to a VPC endpoint.
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::operation::create_image_usage_report::CreateImageUsageReportError;
+use aws_sdk_ec2::operation::delete_image_usage_report::DeleteImageUsageReportError;
+use aws_sdk_ec2::operation::describe_image_usage_report_entries::DescribeImageUsageReportEntriesError;
+use aws_sdk_ec2::operation::describe_image_usage_reports::DescribeImageUsageReportsError;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesError;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, Error as ErasedError, FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::{Metadata, OrchestratorError};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+use crate::config::{AwsSettings, RetryMode};
+use crate::ids::RegionName;
+use crate::metrics::ApiMetrics;
+
+/// The SDK behaviour the exporter was tested with, pinned so that an SDK upgrade cannot change
+/// defaults (retries, timeouts) behind our back.
+fn behavior_version() -> BehaviorVersion {
+    BehaviorVersion::v2026_01_12()
+}
+
+/// Loads what all Regions share: credentials chain, timeouts and retry policy.
+pub async fn shared_config(settings: &AwsSettings) -> SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(settings.connect_timeout.get())
+        .operation_attempt_timeout(settings.attempt_timeout.get())
+        .operation_timeout(settings.operation_timeout.get())
+        .build();
+    let retry = match settings.retry_mode {
+        RetryMode::Standard => RetryConfig::standard(),
+        RetryMode::Adaptive => RetryConfig::adaptive(),
+    }
+    .with_max_attempts(settings.max_attempts.get());
+    aws_config::defaults(behavior_version()).timeout_config(timeouts).retry_config(retry).load().await
+}
+
+/// One client per Region: EC2 endpoints and throttling buckets are regional.
+pub fn ec2_client(shared: &SdkConfig, region: &RegionName, metrics: ApiMetrics) -> aws_sdk_ec2::Client {
+    let counter = RequestCounter { region: region.as_str().to_owned(), metrics };
+    let config = aws_sdk_ec2::config::Builder::from(shared)
+        .region(Region::new(region.as_str().to_owned()))
+        .interceptor(counter)
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
+}
+
+/// Counts each HTTP attempt (retries are requests EC2 throttles and sees, so they count) and
+/// each failed attempt by its error code.
+#[derive(Clone)]
+struct RequestCounter {
+    region: String,
+    metrics: ApiMetrics,
+}
+
+impl std::fmt::Debug for RequestCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestCounter").field("region", &self.region).finish()
+    }
+}
+
+fn operation_name(cfg: &ConfigBag) -> &str {
+    cfg.load::<Metadata>().map_or("Unknown", Metadata::name)
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "ami-usage-exporter request counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.metrics.request(&self.region, operation_name(cfg));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(Err(error)) = context.output_or_error() {
+            self.metrics.error(&self.region, operation_name(cfg), &attempt_error_code(error));
+        }
+        Ok(())
+    }
+}
+
+fn code_of<E>(error: &ErasedError) -> Option<String>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    error.downcast_ref::<E>().and_then(|e| e.code()).map(str::to_owned)
+}
+
+/// The EC2 error code of a failed attempt, or a name for the kind of failure when EC2 did not
+/// answer with one. The SDK erases the operation's error type here, so each of ours is tried.
+fn attempt_error_code(error: &OrchestratorError<ErasedError>) -> String {
+    if let Some(op) = error.as_operation_error() {
+        return code_of::<DescribeImageUsageReportsError>(op)
+            .or_else(|| code_of::<DescribeImageUsageReportEntriesError>(op))
+            .or_else(|| code_of::<CreateImageUsageReportError>(op))
+            .or_else(|| code_of::<DeleteImageUsageReportError>(op))
+            .or_else(|| code_of::<DescribeImagesError>(op))
+            .unwrap_or_else(|| "Unknown".to_owned());
+    }
+    let kind = if error.is_timeout_error() {
+        "Timeout"
+    } else if error.is_connector_error() {
+        "ConnectionError"
+    } else if error.is_response_error() {
+        "ResponseError"
+    } else {
+        "ClientError"
+    };
+    kind.to_owned()
+}

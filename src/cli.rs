@@ -1,0 +1,109 @@
+//! Command-line flags, named as every Prometheus exporter names them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Outside the fully allocated 9100-9999 exporter range, and used by nothing common.
+pub const DEFAULT_PORT: u16 = 10264;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ami-usage-exporter", version = crate::VERSION_LINE, about = "Prometheus exporter for EC2 AMI usage reports: which accounts use your shared AMIs, and how much")]
+pub struct Cli {
+    /// Path to the configuration file.
+    #[arg(long = "config.file", value_name = "PATH", default_value = "config.yml")]
+    pub config_file: PathBuf,
+
+    /// Validate the configuration file and exit (0 when valid).
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
+    /// Address to listen on for the web interface and telemetry, e.g. `:10264` or `127.0.0.1:10264`.
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value_t = format!(":{DEFAULT_PORT}"), value_parser = parse_listen_address_str)]
+    pub listen_address: String,
+
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
+    pub telemetry_path: String,
+
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Output format of log messages.
+    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// Accepts Go-style `:port` (all interfaces) as Prometheus exporters do, or `host:port`.
+pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
+    full.parse().map_err(|_| format!("{s:?} is not an address like :{DEFAULT_PORT}, 127.0.0.1:{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}"))
+}
+
+fn parse_listen_address_str(s: &str) -> Result<String, String> {
+    parse_listen_address(s).map(|_| s.to_owned())
+}
+
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && s.len() > 1 && !s.contains(['?', '#']) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} must be a path starting with / other than / itself"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["x"]).expect("defaults parse");
+        assert_eq!(cli.listen_address, ":10264");
+        assert_eq!(parse_listen_address(&cli.listen_address), Ok("0.0.0.0:10264".parse().expect("addr")));
+        assert_eq!(cli.telemetry_path, "/metrics");
+        assert_eq!(cli.log_format, LogFormat::Logfmt);
+    }
+
+    #[test]
+    fn prometheus_style_flags() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--config.file=/etc/a.yml",
+            "--web.listen-address=127.0.0.1:0",
+            "--web.telemetry-path=/m",
+            "--log.level=debug",
+            "--log.format=json",
+            "--check-config",
+        ])
+        .expect("parses");
+        assert_eq!(cli.config_file, PathBuf::from("/etc/a.yml"));
+        assert_eq!(cli.log_level, LogLevel::Debug);
+        assert!(cli.check_config);
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        assert!(Cli::try_parse_from(["x", "--web.listen-address=nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--web.telemetry-path=metrics"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--web.telemetry-path=/"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--log.format=xml"]).is_err());
+        assert_eq!(parse_listen_address("[::1]:80"), Ok("[::1]:80".parse().expect("addr")));
+    }
+}

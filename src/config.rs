@@ -1,0 +1,556 @@
+//! The configuration file: which images to watch in which Regions, how often, and how reports
+//! are kept fresh.
+//!
+//! Parsing happens in two layers. serde (through `serde_path_to_error`, so every error names the
+//! field it is about) turns YAML into types whose constructors refuse bad values: IDs, durations
+//! and resource types. `Config::validate` then checks what spans several fields. Whatever gets
+//! past both is something EC2 will accept, so a bad file fails at start-up, not at 3 a.m.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::ids::{AccountId, ImageId, RegionName, ReportId};
+
+/// EC2 takes at most this many IDs in one Describe call, and this many account IDs in a report.
+pub const MAX_IDS_PER_CALL: usize = 200;
+/// The only resource type that takes an option, and its default when none is given.
+pub const LAUNCH_TEMPLATE: &str = "ec2:LaunchTemplate";
+pub const DEFAULT_VERSION_DEPTH: u32 = 20;
+const MAX_VERSION_DEPTH: u32 = 10_000;
+/// Intervals below this are allowed (tests, demos) but make no sense against a daily report.
+pub const SHORT_POLL_WARNING: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {field}: {message}")]
+    Invalid { path: PathBuf, field: String, message: String },
+}
+
+/// The whole configuration, valid by construction once `load` or `from_yaml` returned it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How often the exporter reads the reports. Reports themselves change at most daily.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: PositiveDuration,
+    #[serde(default)]
+    pub aws: AwsSettings,
+    #[serde(default)]
+    pub reports: ReportPolicy,
+    #[serde(default)]
+    pub entries: EntryQuery,
+    pub targets: Vec<Target>,
+}
+
+/// How the exporter talks to the EC2 API: limits, timeouts and retries, shared by all Regions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    /// AWS calls in flight at once, per Region. EC2 throttles per account, Region and action.
+    pub max_concurrent_requests: NonZeroU32,
+    /// `MaxResults` of every Describe call.
+    pub page_size: NonZeroU32,
+    pub connect_timeout: PositiveDuration,
+    /// One HTTP attempt; a slow attempt is abandoned and retried.
+    pub attempt_timeout: PositiveDuration,
+    /// One operation, all retries included.
+    pub operation_timeout: PositiveDuration,
+    /// Attempts per operation, the first included (the SDK's standard retry with backoff).
+    pub max_attempts: NonZeroU32,
+    pub retry_mode: RetryMode,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_requests: NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN),
+            page_size: NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN),
+            connect_timeout: PositiveDuration(Duration::from_secs(3)),
+            attempt_timeout: PositiveDuration(Duration::from_secs(10)),
+            operation_timeout: PositiveDuration(Duration::from_secs(30)),
+            max_attempts: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
+            retry_mode: RetryMode::Standard,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryMode {
+    Standard,
+    /// Standard plus a client-side rate limiter that slows down after throttling.
+    Adaptive,
+}
+
+/// What reports the exporter reads, and whether and how it creates them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportPolicy {
+    /// `false`: only read reports that exist (read-only IAM). `true`: also create them.
+    pub create: bool,
+    /// A report older than this is replaced by a new one (when `create` is on).
+    pub max_age: PositiveDuration,
+    pub resource_types: ResourceTypes,
+    /// Only these accounts in created reports (EC2 allows at most 200); empty means all.
+    pub account_ids: AccountFilter,
+    /// Extra tags on the reports the exporter creates, beside its own marker tag.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Default for ReportPolicy {
+    fn default() -> Self {
+        Self {
+            create: true,
+            max_age: PositiveDuration(Duration::from_secs(24 * 3600)),
+            resource_types: ResourceTypes::default(),
+            account_ids: AccountFilter::default(),
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+/// Filters sent with DescribeImageUsageReportEntries (as `Filters`); each empty list sends nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntryQuery {
+    pub account_ids: Vec<AccountId>,
+    pub resource_types: Vec<String>,
+    /// ISO 8601 times, `*` allowed as a wildcard, e.g. `2026-11-*`.
+    pub creation_times: Vec<String>,
+}
+
+/// One Region's images, and reports made elsewhere to read as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub region: RegionName,
+    #[serde(default)]
+    pub images: Vec<ImageId>,
+    #[serde(default)]
+    pub report_ids: Vec<ReportId>,
+}
+
+/// A duration written like Prometheus durations (`30s`, `5m`, `24h`, `1d`), never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PositiveDuration(Duration);
+
+impl PositiveDuration {
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl TryFrom<String> for PositiveDuration {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let d = humantime::parse_duration(s.trim())
+            .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. 30s, 5m, 24h"))?;
+        if d.is_zero() {
+            return Err(format!("duration {s:?} must be greater than zero"));
+        }
+        Ok(Self(d))
+    }
+}
+
+impl fmt::Display for PositiveDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+fn default_poll_interval() -> PositiveDuration {
+    PositiveDuration(Duration::from_secs(300))
+}
+
+/// One resource type a report counts, with its option. A launch template's version depth is
+/// always explicit (EC2's default filled in), so that two policies that mean the same compare
+/// equal and a report made with the default is recognized as ours.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceType {
+    name: String,
+    version_depth: Option<u32>,
+}
+
+impl ResourceType {
+    pub fn new(name: &str, version_depth: Option<u32>) -> Result<Self, String> {
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            return Err(format!("resource type {name:?} must be a non-empty name without spaces, e.g. ec2:Instance"));
+        }
+        let version_depth = match (name == LAUNCH_TEMPLATE, version_depth) {
+            (true, None) => Some(DEFAULT_VERSION_DEPTH),
+            (true, Some(d)) if (1..=MAX_VERSION_DEPTH).contains(&d) => Some(d),
+            (true, Some(d)) => return Err(format!("version_depth {d} is out of range 1 to {MAX_VERSION_DEPTH}")),
+            (false, None) => None,
+            (false, Some(_)) => return Err(format!("version_depth applies only to {LAUNCH_TEMPLATE}, not {name}")),
+        };
+        Ok(Self { name: name.to_owned(), version_depth })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn version_depth(&self) -> Option<u32> {
+        self.version_depth
+    }
+}
+
+/// Accepts either `ec2:Instance` or `{type: ec2:LaunchTemplate, version_depth: 20}`; a hand-written
+/// visitor because an untagged enum would answer any mistake with "did not match any variant".
+impl<'de> Deserialize<'de> for ResourceType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ResourceTypeVisitor;
+        impl<'de> Visitor<'de> for ResourceTypeVisitor {
+            type Value = ResourceType;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a resource type name, or a map with `type` and `version_depth`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ResourceType, E> {
+                ResourceType::new(v, None).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ResourceType, A::Error> {
+                let (mut name, mut depth) = (None::<String>, None::<u32>);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "type" => name = Some(map.next_value()?),
+                        "version_depth" => depth = Some(map.next_value()?),
+                        other => return Err(de::Error::unknown_field(other, &["type", "version_depth"])),
+                    }
+                }
+                let name = name.ok_or_else(|| de::Error::missing_field("type"))?;
+                ResourceType::new(&name, depth).map_err(de::Error::custom)
+            }
+        }
+        deserializer.deserialize_any(ResourceTypeVisitor)
+    }
+}
+
+/// The resource types of the reports: at least one, no duplicates, kept sorted so that the
+/// same set written in another order is the same policy (and the same client token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceTypes(Vec<ResourceType>);
+
+impl ResourceTypes {
+    pub fn iter(&self) -> impl Iterator<Item = &ResourceType> {
+        self.0.iter()
+    }
+}
+
+impl Default for ResourceTypes {
+    fn default() -> Self {
+        let instance = ResourceType { name: "ec2:Instance".into(), version_depth: None };
+        let template = ResourceType { name: LAUNCH_TEMPLATE.into(), version_depth: Some(DEFAULT_VERSION_DEPTH) };
+        Self(vec![instance, template])
+    }
+}
+
+impl TryFrom<Vec<ResourceType>> for ResourceTypes {
+    type Error = String;
+    fn try_from(mut types: Vec<ResourceType>) -> Result<Self, String> {
+        if types.is_empty() {
+            return Err("at least one resource type is required".into());
+        }
+        types.sort();
+        let names: BTreeSet<&str> = types.iter().map(ResourceType::name).collect();
+        if names.len() != types.len() {
+            return Err("each resource type may be listed once".into());
+        }
+        Ok(Self(types))
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceTypes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<ResourceType>::deserialize(deserializer)?.try_into().map_err(de::Error::custom)
+    }
+}
+
+/// The accounts a created report is limited to: sorted, unique, at most 200 (EC2's limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountFilter(Vec<AccountId>);
+
+impl AccountFilter {
+    pub fn iter(&self) -> impl Iterator<Item = &AccountId> {
+        self.0.iter()
+    }
+    pub fn is_all(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<Vec<AccountId>> for AccountFilter {
+    type Error = String;
+    fn try_from(mut ids: Vec<AccountId>) -> Result<Self, String> {
+        ids.sort();
+        ids.dedup();
+        if ids.len() > MAX_IDS_PER_CALL {
+            return Err(format!("{} account IDs given; EC2 accepts at most {MAX_IDS_PER_CALL} per report", ids.len()));
+        }
+        Ok(Self(ids))
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountFilter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<AccountId>::deserialize(deserializer)?.try_into().map_err(de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Reads and validates the file; every error names the file and the field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::from_yaml(&text).map_err(|(field, message)| ConfigError::Invalid { path: path.into(), field, message })
+    }
+
+    /// Parses and validates YAML text; the error is (field path, reason).
+    pub fn from_yaml(text: &str) -> Result<Self, (String, String)> {
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "(top level)".to_owned() } else { path };
+            let message = e.into_inner().to_string();
+            // yaml_serde may start its message with a (shorter) path of its own; say it once.
+            let message = match message.split_once(": ") {
+                Some((head, rest)) if field.starts_with(head) => rest.to_owned(),
+                _ => message,
+            };
+            (field, message)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |field: String, message: &str| Err((field, message.to_owned()));
+        if self.targets.is_empty() {
+            return err("targets".into(), "at least one target (a Region and its images) is required");
+        }
+        let a = &self.aws;
+        if a.attempt_timeout > a.operation_timeout {
+            return err("aws.attempt_timeout".into(), "must not exceed aws.operation_timeout");
+        }
+        let mut regions = BTreeSet::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            if !regions.insert(target.region.as_str()) {
+                return err(
+                    format!("targets[{i}].region"),
+                    &format!("{} is listed twice; put all its images in one target", target.region),
+                );
+            }
+            if target.images.is_empty() && target.report_ids.is_empty() {
+                return err(format!("targets[{i}]"), "lists neither images nor report_ids");
+            }
+        }
+        Ok(())
+    }
+
+    /// Wall-clock poll intervals below a minute are legal but worth a warning.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.poll_interval.get() < SHORT_POLL_WARNING {
+            warnings.push(format!(
+                "poll_interval {} is under a minute: reports change at most daily, so this only spends API calls",
+                self.poll_interval
+            ));
+        }
+        if self.aws.operation_timeout >= self.poll_interval {
+            warnings.push(format!(
+                "aws.operation_timeout {} is not shorter than poll_interval {}: a slow poll delays the next one",
+                self.aws.operation_timeout, self.poll_interval
+            ));
+        }
+        if !self.reports.create && self.targets.iter().all(|t| t.report_ids.is_empty()) {
+            warnings.push("reports.create is false: images without an existing report will show no usage".into());
+        }
+        warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+poll_interval: 5m
+aws:
+  max_concurrent_requests: 2
+  page_size: 500
+  retry_mode: adaptive
+reports:
+  create: true
+  max_age: 24h
+  resource_types:
+    - ec2:Instance
+    - type: ec2:LaunchTemplate
+      version_depth: 50
+    - imagebuilder:ImageRecipe
+  account_ids: ["444455556666", "111122223333"]
+  tags: {team: platform}
+entries:
+  resource_types: [ec2:Instance]
+targets:
+  - region: us-east-1
+    images: [ami-0123456789abcdef0, ami-12345678]
+    report_ids: [amiur-00b877d192f6b02d0]
+  - region: eu-west-1
+    images: [ami-0123456789abcdef1]
+"#;
+
+    fn error_of(yaml: &str) -> (String, String) {
+        Config::from_yaml(yaml).expect_err("config should be refused")
+    }
+
+    fn with_target(head: &str) -> String {
+        format!("{head}\ntargets:\n  - region: us-east-1\n    images: [ami-0123456789abcdef0]\n")
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::from_yaml(FULL).expect("valid");
+        assert_eq!(c.poll_interval.get(), Duration::from_secs(300));
+        assert_eq!(c.aws.retry_mode, RetryMode::Adaptive);
+        assert_eq!(c.aws.page_size.get(), 500);
+        let types: Vec<_> = c.reports.resource_types.iter().map(|t| (t.name(), t.version_depth())).collect();
+        assert_eq!(
+            types,
+            [("ec2:Instance", None), ("ec2:LaunchTemplate", Some(50)), ("imagebuilder:ImageRecipe", None)]
+        );
+        let accounts: Vec<_> = c.reports.account_ids.iter().map(AccountId::as_str).collect();
+        assert_eq!(accounts, ["111122223333", "444455556666"], "sorted");
+        assert_eq!(c.targets[0].images.len(), 2);
+        assert_eq!(c.targets[1].region.as_str(), "eu-west-1");
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_targets() {
+        let c = Config::from_yaml(&with_target("")).expect("valid");
+        assert_eq!(c.poll_interval.get(), Duration::from_secs(300));
+        assert_eq!(c.reports.max_age.get(), Duration::from_secs(86_400));
+        assert!(c.reports.create);
+        assert_eq!(c.reports.resource_types, ResourceTypes::default());
+        assert!(c.reports.account_ids.is_all());
+        assert_eq!(c.aws, AwsSettings::default());
+    }
+
+    #[test]
+    fn example_file_in_repo_is_valid() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yml"))
+            .expect("config/example.yml exists");
+        Config::from_yaml(&text).expect("config/example.yml is valid");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let (field, msg) = error_of(&with_target("poll_intervall: 5m"));
+        assert_eq!(field, "poll_intervall");
+        assert!(msg.contains("unknown field `poll_intervall`"), "{field}: {msg}");
+        let (field, msg) = error_of(&with_target("reports:\n  max_agee: 1h"));
+        assert_eq!(field, "reports.max_agee");
+        assert!(msg.contains("expected one of"), "{msg}");
+        let (field, msg) = error_of("targets:\n  - region: us-east-1\n    image: [ami-12345678]\n");
+        assert_eq!(field, "targets[0].image");
+        assert!(msg.contains("unknown field `image`"), "{msg}");
+    }
+
+    #[test]
+    fn malformed_ids_are_named() {
+        let (field, msg) = error_of("targets:\n  - region: us-east-1\n    images: [ami-12345678, ami-xyz]\n");
+        assert_eq!(field, "targets[0].images[1]");
+        assert!(msg.starts_with("invalid AMI ID \"ami-xyz\""), "{msg}");
+        assert!(msg.contains("8 or 17") && msg.contains("line 3"), "{msg}");
+        let (field, msg) = error_of(&with_target("reports:\n  account_ids: ['12345']"));
+        assert_eq!(field, "reports.account_ids[0]");
+        assert!(msg.contains("12 digits"), "{msg}");
+        let (field, _) = error_of(&with_target("entries:\n  account_ids: ['abcdefghijkl']"));
+        assert_eq!(field, "entries.account_ids[0]");
+        let (field, _) = error_of("targets:\n  - region: US-East\n    images: [ami-12345678]\n");
+        assert_eq!(field, "targets[0].region");
+        let (field, _) = error_of("targets:\n  - region: us-east-1\n    report_ids: [amiur-zz]\n");
+        assert_eq!(field, "targets[0].report_ids[0]");
+    }
+
+    #[test]
+    fn bad_durations_are_named() {
+        for (yaml, field, needle) in [
+            ("poll_interval: 0s", "poll_interval", "greater than zero"),
+            ("poll_interval: -5m", "poll_interval", "invalid duration"),
+            ("poll_interval: soon", "poll_interval", "invalid duration"),
+            ("reports:\n  max_age: 0h", "reports.max_age", "greater than zero"),
+            ("aws:\n  attempt_timeout: -1s", "aws.attempt_timeout", "invalid duration"),
+        ] {
+            let (f, msg) = error_of(&with_target(yaml));
+            assert_eq!(f, field, "{yaml}");
+            assert!(msg.contains(needle), "{yaml}: {msg}");
+        }
+    }
+
+    #[test]
+    fn short_intervals_are_valid_but_warned() {
+        let c = Config::from_yaml(&with_target("poll_interval: 2s")).expect("valid");
+        assert_eq!(c.poll_interval.get(), Duration::from_secs(2));
+        assert!(c.warnings().iter().any(|w| w.contains("under a minute")));
+        let c = Config::from_yaml(&with_target("poll_interval: 1h")).expect("valid");
+        assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn resource_type_rules() {
+        let (f, msg) = error_of(&with_target("reports:\n  resource_types: []"));
+        assert_eq!(f, "reports.resource_types");
+        assert!(msg.contains("at least one"), "{msg}");
+        let (_, msg) = error_of(&with_target(
+            "reports:\n  resource_types:\n    - type: ec2:Instance\n      version_depth: 3",
+        ));
+        assert!(msg.contains("only to ec2:LaunchTemplate"), "{msg}");
+        let (_, msg) = error_of(&with_target(
+            "reports:\n  resource_types:\n    - type: ec2:LaunchTemplate\n      version_depth: 0",
+        ));
+        assert!(msg.contains("out of range"), "{msg}");
+        let (_, msg) = error_of(&with_target("reports:\n  resource_types: [ec2:Instance, ec2:Instance]"));
+        assert!(msg.contains("once"), "{msg}");
+        let (_, msg) = error_of(&with_target("reports:\n  resource_types:\n    - version_depth: 3"));
+        assert!(msg.contains("missing field `type`"), "{msg}");
+        let c = Config::from_yaml(&with_target("reports:\n  resource_types: [ec2:LaunchTemplate]")).expect("valid");
+        let lt: Vec<_> = c.reports.resource_types.iter().map(ResourceType::version_depth).collect();
+        assert_eq!(lt, [Some(DEFAULT_VERSION_DEPTH)], "EC2's default is made explicit");
+    }
+
+    #[test]
+    fn account_filter_limit() {
+        let ids: Vec<String> = (0..201).map(|i| format!("'{i:012}'")).collect();
+        let (f, msg) = error_of(&with_target(&format!("reports:\n  account_ids: [{}]", ids.join(","))));
+        assert_eq!(f, "reports.account_ids");
+        assert!(msg.contains("at most 200"), "{msg}");
+        let ids: Vec<String> = (0..200).map(|i| format!("'{i:012}'")).collect();
+        assert!(Config::from_yaml(&with_target(&format!("reports:\n  account_ids: [{}]", ids.join(",")))).is_ok());
+    }
+
+    #[test]
+    fn cross_field_rules() {
+        assert_eq!(error_of("targets: []").0, "targets");
+        assert_eq!(error_of("poll_interval: 5m").0, "(top level)");
+        let (f, _) = error_of("targets:\n  - region: us-east-1\n");
+        assert_eq!(f, "targets[0]");
+        let twice = "targets:\n  - region: us-east-1\n    images: [ami-12345678]\n  - region: us-east-1\n    images: [ami-12345679]\n";
+        assert_eq!(error_of(twice).0, "targets[1].region");
+        let (f, _) = error_of(&with_target("aws:\n  attempt_timeout: 1m\n  operation_timeout: 30s"));
+        assert_eq!(f, "aws.attempt_timeout");
+        let c = Config::from_yaml(&with_target("poll_interval: 2m\naws:\n  operation_timeout: 5m")).expect("valid");
+        assert!(c.warnings().iter().any(|w| w.contains("operation_timeout")));
+        let (f, msg) = error_of(&with_target("aws:\n  page_size: 0"));
+        assert_eq!(f, "aws.page_size");
+        assert!(msg.contains("nonzero") || msg.contains("zero"), "{msg}");
+        let (f, _) = error_of(&with_target("aws:\n  retry_mode: reckless"));
+        assert_eq!(f, "aws.retry_mode");
+    }
+}

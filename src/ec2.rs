@@ -1,0 +1,381 @@
+//! The EC2 calls the exporter makes, and the translation of their answers into our types.
+//!
+//! Every Describe call here is paginated to the end, guarded against a token that repeats and
+//! against an endless run of pages, and passes through one semaphore per Region so that the
+//! exporter never has more than `max_concurrent_requests` calls in flight against EC2's
+//! per-account throttle.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{
+    Filter, ImageUsageReport, ImageUsageReportEntry, ImageUsageResourceTypeOptionRequest,
+    ImageUsageResourceTypeRequest, ResourceType as TagResourceType, Tag, TagSpecification,
+};
+use tokio::sync::Semaphore;
+
+use crate::config::{EntryQuery, ReportPolicy};
+use crate::report::{ReportParams, ReportState, UsageReport, CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE};
+use crate::snapshot::Entry;
+
+/// A paginated call that needs more pages than this is treated as broken, not followed forever.
+const MAX_PAGES: usize = 10_000;
+
+/// A failed EC2 call, with what the operator needs to act on it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation}: {code}: {message}")]
+pub struct ApiError {
+    pub operation: &'static str,
+    /// EC2's error code (e.g. `UnauthorizedOperation`), or the kind of failure when EC2 did not
+    /// answer (`Timeout`, `ConnectionError`, `ResponseError`, `ClientError`, `PaginationLoop`).
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    fn from_sdk<E>(operation: &'static str, err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let (code, message) = match &err {
+            SdkError::ServiceError(e) => (
+                e.err().code().unwrap_or("Unknown").to_owned(),
+                e.err().message().unwrap_or("no message").to_owned(),
+            ),
+            SdkError::TimeoutError(_) => ("Timeout".to_owned(), DisplayErrorContext(&err).to_string()),
+            SdkError::DispatchFailure(_) => ("ConnectionError".to_owned(), DisplayErrorContext(&err).to_string()),
+            SdkError::ResponseError(_) => ("ResponseError".to_owned(), DisplayErrorContext(&err).to_string()),
+            _ => ("ClientError".to_owned(), DisplayErrorContext(&err).to_string()),
+        };
+        Self { operation, code, message }
+    }
+
+    fn pagination(operation: &'static str, message: String) -> Self {
+        Self { operation, code: "PaginationLoop".to_owned(), message }
+    }
+}
+
+/// Which reports to list: those of some images, or some reports by ID.
+#[derive(Debug, Clone, Copy)]
+pub enum ReportSelector<'a> {
+    Images(&'a [String]),
+    Reports(&'a [String]),
+}
+
+/// What a Describe answer held that could not be used, so the caller can count and log it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub count: u64,
+    pub example: Option<String>,
+}
+
+impl Skipped {
+    fn add(&mut self, why: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.example.is_none() {
+            self.example = Some(why());
+        }
+    }
+}
+
+/// The report API of one Region.
+#[derive(Clone)]
+pub struct Ec2Reports {
+    client: aws_sdk_ec2::Client,
+    limiter: Arc<Semaphore>,
+    page_size: i32,
+}
+
+/// Follows `nextToken` until the last page, refusing a token seen before.
+struct Pages {
+    operation: &'static str,
+    seen: HashSet<String>,
+    next: Option<String>,
+    fetched: usize,
+}
+
+impl Pages {
+    fn new(operation: &'static str) -> Self {
+        Self { operation, seen: HashSet::new(), next: None, fetched: 0 }
+    }
+
+    /// Records a page's token; `Ok(false)` when that was the last page.
+    fn advance(&mut self, token: Option<&str>) -> Result<bool, ApiError> {
+        self.fetched += 1;
+        let Some(token) = token.filter(|t| !t.is_empty()) else { return Ok(false) };
+        if !self.seen.insert(token.to_owned()) {
+            return Err(ApiError::pagination(self.operation, format!("nextToken repeated after {} pages", self.fetched)));
+        }
+        if self.fetched >= MAX_PAGES {
+            return Err(ApiError::pagination(self.operation, format!("gave up after {MAX_PAGES} pages")));
+        }
+        self.next = Some(token.to_owned());
+        Ok(true)
+    }
+}
+
+impl Ec2Reports {
+    pub fn new(client: aws_sdk_ec2::Client, max_concurrent_requests: usize, page_size: u32) -> Self {
+        Self {
+            client,
+            limiter: Arc::new(Semaphore::new(max_concurrent_requests.max(1))),
+            page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
+        }
+    }
+
+    async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed; if it were, running unthrottled is the lesser evil.
+        self.limiter.acquire().await.ok()
+    }
+
+    /// Lists reports, all pages. Reports missing a field we need are skipped and reported.
+    pub async fn describe_reports(&self, selector: ReportSelector<'_>) -> Result<(Vec<UsageReport>, Skipped), ApiError> {
+        const OP: &str = "DescribeImageUsageReports";
+        let (image_ids, report_ids) = match selector {
+            ReportSelector::Images(ids) => (Some(ids.to_vec()), None),
+            ReportSelector::Reports(ids) => (None, Some(ids.to_vec())),
+        };
+        let mut pages = Pages::new(OP);
+        let (mut reports, mut skipped) = (Vec::new(), Skipped::default());
+        loop {
+            let permit = self.permit().await;
+            let page = self
+                .client
+                .describe_image_usage_reports()
+                .set_image_ids(image_ids.clone())
+                .set_report_ids(report_ids.clone())
+                .max_results(self.page_size)
+                .set_next_token(pages.next.take())
+                .send()
+                .await
+                .map_err(|e| ApiError::from_sdk(OP, e))?;
+            drop(permit);
+            for report in page.image_usage_reports() {
+                match convert_report(report) {
+                    Ok(r) => reports.push(r),
+                    Err(why) => skipped.add(|| why),
+                }
+            }
+            if !pages.advance(page.next_token())? {
+                return Ok((reports, skipped));
+            }
+        }
+    }
+
+    /// Reads the entries of the given reports (by report ID, never by image ID, which would mix
+    /// every report of the image together), all pages.
+    pub async fn describe_entries(&self, report_ids: &[String], query: &EntryQuery) -> Result<(Vec<Entry>, Skipped), ApiError> {
+        const OP: &str = "DescribeImageUsageReportEntries";
+        let filters = entry_filters(query);
+        let mut pages = Pages::new(OP);
+        let (mut entries, mut skipped) = (Vec::new(), Skipped::default());
+        loop {
+            let permit = self.permit().await;
+            let page = self
+                .client
+                .describe_image_usage_report_entries()
+                .set_report_ids(Some(report_ids.to_vec()))
+                .set_filters(filters.clone())
+                .max_results(self.page_size)
+                .set_next_token(pages.next.take())
+                .send()
+                .await
+                .map_err(|e| ApiError::from_sdk(OP, e))?;
+            drop(permit);
+            for entry in page.image_usage_report_entries() {
+                match convert_entry(entry) {
+                    Ok(e) => entries.push(e),
+                    Err(why) => skipped.add(|| why),
+                }
+            }
+            if !pages.advance(page.next_token())? {
+                return Ok((entries, skipped));
+            }
+        }
+    }
+
+    /// Asks EC2 for a new report of the image; returns its ID. The report starts `pending`.
+    pub async fn create_report(&self, image_id: &str, policy: &ReportPolicy, client_token: &str) -> Result<String, ApiError> {
+        const OP: &str = "CreateImageUsageReport";
+        let resource_types = policy
+            .resource_types
+            .iter()
+            .map(|rt| {
+                let options = rt.version_depth().map(|depth| {
+                    vec![ImageUsageResourceTypeOptionRequest::builder()
+                        .option_name("version-depth")
+                        .option_values(depth.to_string())
+                        .build()]
+                });
+                ImageUsageResourceTypeRequest::builder()
+                    .resource_type(rt.name())
+                    .set_resource_type_options(options)
+                    .build()
+            })
+            .collect();
+        let accounts: Vec<String> = policy.account_ids.iter().map(|a| a.as_str().to_owned()).collect();
+        let tags = std::iter::once((CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE))
+            .chain(policy.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let tagging = TagSpecification::builder()
+            .resource_type(TagResourceType::ImageUsageReport)
+            .set_tags(Some(tags))
+            .build();
+        let permit = self.permit().await;
+        let out = self
+            .client
+            .create_image_usage_report()
+            .image_id(image_id)
+            .set_resource_types(Some(resource_types))
+            .set_account_ids((!accounts.is_empty()).then_some(accounts))
+            .client_token(client_token)
+            .tag_specifications(tagging)
+            .send()
+            .await
+            .map_err(|e| ApiError::from_sdk(OP, e))?;
+        drop(permit);
+        out.report_id().map(str::to_owned).ok_or_else(|| ApiError {
+            operation: OP,
+            code: "ResponseError".to_owned(),
+            message: "the answer carried no reportId".to_owned(),
+        })
+    }
+}
+
+fn entry_filters(query: &EntryQuery) -> Option<Vec<Filter>> {
+    let filter = |name: &str, values: Vec<String>| {
+        (!values.is_empty()).then(|| Filter::builder().name(name).set_values(Some(values)).build())
+    };
+    let filters: Vec<Filter> = [
+        filter("account-id", query.account_ids.iter().map(|a| a.as_str().to_owned()).collect()),
+        filter("resource-type", query.resource_types.clone()),
+        filter("creation-time", query.creation_times.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!filters.is_empty()).then_some(filters)
+}
+
+fn to_system_time(t: &aws_smithy_types::DateTime) -> Option<SystemTime> {
+    SystemTime::try_from(*t).ok()
+}
+
+fn convert_report(r: &ImageUsageReport) -> Result<UsageReport, String> {
+    let id = r.report_id().ok_or("a report without reportId")?;
+    let missing = |field: &str| format!("report {id} has no {field}");
+    let image_id = r.image_id().ok_or_else(|| missing("imageId"))?;
+    let state = r.state().ok_or_else(|| missing("state"))?;
+    let created = r.creation_time().and_then(to_system_time).ok_or_else(|| missing("valid creationTime"))?;
+    let resource_types = r.resource_types().iter().filter_map(|rt| {
+        let depth = rt
+            .resource_type_options()
+            .iter()
+            .find(|o| o.option_name() == Some("version-depth"))
+            .and_then(|o| o.option_values().first())
+            .and_then(|v| v.parse().ok());
+        rt.resource_type().map(|name| (name, depth))
+    });
+    let params = ReportParams::from_report(resource_types, r.account_ids().iter().map(String::as_str));
+    let created_by_exporter = r
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(CREATED_BY_TAG_KEY) && t.value() == Some(CREATED_BY_TAG_VALUE));
+    Ok(UsageReport {
+        id: id.to_owned(),
+        image_id: image_id.to_owned(),
+        state: ReportState::parse(state, r.state_reason()),
+        created,
+        params,
+        created_by_exporter,
+    })
+}
+
+fn convert_entry(e: &ImageUsageReportEntry) -> Result<Entry, String> {
+    let report_id = e.report_id().ok_or("an entry without reportId")?;
+    let missing = |field: &str| format!("an entry of report {report_id} has no {field}");
+    let account_id = e.account_id().ok_or_else(|| missing("accountId"))?;
+    let resource_type = e.resource_type().ok_or_else(|| missing("resourceType"))?;
+    let count = e.usage_count().ok_or_else(|| missing("usageCount"))?;
+    let usage_count =
+        u64::try_from(count).map_err(|_| format!("an entry of report {report_id} has a negative usageCount {count}"))?;
+    Ok(Entry {
+        report_id: report_id.to_owned(),
+        account_id: account_id.to_owned(),
+        resource_type: resource_type.to_owned(),
+        usage_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagination_stops_on_a_repeated_token() {
+        let mut pages = Pages::new("Op");
+        assert_eq!(pages.advance(Some("a")).ok(), Some(true));
+        assert_eq!(pages.advance(Some("b")).ok(), Some(true));
+        let err = pages.advance(Some("a")).expect_err("loop detected");
+        assert_eq!(err.code, "PaginationLoop");
+    }
+
+    #[test]
+    fn pagination_ends_on_missing_or_empty_token() {
+        assert_eq!(Pages::new("Op").advance(None).ok(), Some(false));
+        assert_eq!(Pages::new("Op").advance(Some("")).ok(), Some(false));
+    }
+
+    #[test]
+    fn pagination_gives_up_after_the_page_limit() {
+        let mut pages = Pages::new("Op");
+        let mut outcome = Ok(true);
+        for i in 0..MAX_PAGES {
+            outcome = pages.advance(Some(&i.to_string()));
+            if outcome.is_err() {
+                break;
+            }
+        }
+        assert_eq!(outcome.expect_err("limit").code, "PaginationLoop");
+    }
+
+    #[test]
+    fn entries_missing_fields_or_negative_are_refused() {
+        let good = ImageUsageReportEntry::builder()
+            .report_id("amiur-1")
+            .account_id("111122223333")
+            .resource_type("ec2:Instance")
+            .usage_count(3)
+            .build();
+        assert_eq!(convert_entry(&good).map(|e| e.usage_count), Ok(3));
+        let no_count = ImageUsageReportEntry::builder().report_id("amiur-1").account_id("111122223333").resource_type("x").build();
+        assert!(convert_entry(&no_count).is_err_and(|e| e.contains("usageCount")));
+        let negative = ImageUsageReportEntry::builder()
+            .report_id("amiur-1")
+            .account_id("111122223333")
+            .resource_type("ec2:Instance")
+            .usage_count(-1)
+            .build();
+        assert!(convert_entry(&negative).is_err_and(|e| e.contains("negative")));
+    }
+
+    #[test]
+    fn report_conversion_reads_parameters_and_marker_tag() {
+        let report = ImageUsageReport::builder()
+            .report_id("amiur-1")
+            .image_id("ami-12345678")
+            .state("error")
+            .state_reason("Internal error")
+            .creation_time(aws_smithy_types::DateTime::from_secs(1_700_000_000))
+            .tags(Tag::builder().key(CREATED_BY_TAG_KEY).value(CREATED_BY_TAG_VALUE).build())
+            .build();
+        let r = convert_report(&report).expect("valid");
+        assert_eq!(r.state, ReportState::Error { reason: "Internal error".into() });
+        assert!(r.created_by_exporter);
+        let no_time = ImageUsageReport::builder().report_id("amiur-1").image_id("ami-12345678").state("available").build();
+        assert!(convert_report(&no_time).is_err_and(|e| e.contains("creationTime")));
+    }
+}

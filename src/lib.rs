@@ -1,0 +1,23 @@
+//! ami-usage-exporter: a Prometheus exporter for EC2 AMI usage reports.
+//!
+//! Data flows one way: EC2 (`ec2`, through clients built in `aws`) is read by the `poller`,
+//! which decides about reports (`report`) and builds a `snapshot`; `metrics` renders it once per
+//! poll; the `server` hands the rendered bytes to every scrape. `app` wires these together and
+//! owns start-up and shutdown; the binaries are thin.
+
+pub mod app;
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod ec2;
+pub mod ids;
+pub mod logging;
+pub mod metrics;
+pub mod poller;
+pub mod report;
+pub mod server;
+pub mod snapshot;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = env!("AMI_USAGE_REVISION");
+pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("AMI_USAGE_REVISION"), ")");

@@ -1,0 +1,309 @@
+//! The metrics: names, help texts, and how they become the text exposition.
+//!
+//! Two parts make up `/metrics`. The usage data (`render_snapshot`) can be 100,000 series and
+//! changes only when a poll ends, so it is rendered once per poll and served as stored bytes.
+//! The exporter's own metrics (`SelfMetrics`: API calls, polls, process) are a few dozen series
+//! that move between polls, so they are rendered on each scrape. The two parts never share a
+//! metric name, so their concatenation is one valid exposition.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::snapshot::Snapshot;
+
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PREFIX: &str = "ami_usage";
+
+const CACHED: &str = "Read from EC2 AMI usage reports, which EC2 builds asynchronously and the exporter refreshes on a schedule (reports lag by up to a day)";
+
+/// Counters and gauges about the exporter itself; they live as long as the process.
+#[derive(Clone)]
+pub struct SelfMetrics {
+    registry: Registry,
+    pub polls: IntCounter,
+    pub poll_failures: IntCounter,
+    pub poll_duration: prometheus::Gauge,
+    pub api: ApiMetrics,
+    pub reports_created: IntCounterVec,
+    pub report_errors: IntCounterVec,
+    pub invalid_entries: IntCounterVec,
+}
+
+/// Every AWS call and every failed one, by Region and operation, so the cost of the exporter is
+/// visible where it is paid (EC2 throttles per account, Region and action).
+#[derive(Clone)]
+pub struct ApiMetrics {
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    /// All requests, for the per-poll log line without gathering the vector.
+    total: Arc<AtomicU64>,
+}
+
+impl ApiMetrics {
+    pub fn request(&self, region: &str, operation: &str) {
+        self.requests.with_label_values(&[region, operation]).inc();
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn total_requests(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    pub fn error(&self, region: &str, operation: &str, code: &str) {
+        self.errors.with_label_values(&[region, operation, code]).inc();
+    }
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+    let vec = IntCounterVec::new(Opts::new(format!("{PREFIX}_{name}"), help), labels)?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+    let c = IntCounter::with_opts(Opts::new(format!("{PREFIX}_{name}"), help))?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl SelfMetrics {
+    /// Registration can only fail on a programming error (a duplicate or invalid name), which the
+    /// unit tests catch; the error is still returned rather than unwrapped.
+    pub fn new(version: &str, revision: &str) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new(format!("{PREFIX}_build_info"), "A metric with a constant '1' value labelled by version and revision of ami-usage-exporter"),
+            &["version", "revision"],
+        )?;
+        build_info.with_label_values(&[version, revision]).set(1);
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+
+        let poll_duration = prometheus::Gauge::with_opts(Opts::new(
+            format!("{PREFIX}_poll_duration_seconds"),
+            "How long the last poll of all Regions took",
+        ))?;
+        registry.register(Box::new(poll_duration.clone()))?;
+        Ok(Self {
+            polls: counter(&registry, "polls_total", "Polls started (each reads the reports of every watched image)")?,
+            poll_failures: counter(&registry, "poll_failures_total", "Polls in which at least one image could not be refreshed")?,
+            poll_duration,
+            api: ApiMetrics {
+                requests: counter_vec(&registry, "api_requests_total", "HTTP requests sent to the EC2 API, retries included", &["aws_region", "operation"])?,
+                errors: counter_vec(&registry, "api_errors_total", "EC2 API attempts that failed, by error code", &["aws_region", "operation", "code"])?,
+                total: Arc::default(),
+            },
+            reports_created: counter_vec(&registry, "reports_created_total", "AMI usage reports this exporter asked EC2 to create", &["aws_region"])?,
+            report_errors: counter_vec(&registry, "report_errors_total", "AMI usage reports found in the error state, each counted once", &["aws_region"])?,
+            invalid_entries: counter_vec(&registry, "invalid_entries_total", "Report entries skipped because a field was missing or impossible", &["aws_region"])?,
+            registry,
+        })
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        encode(&self.registry.gather())
+    }
+
+    /// The families, for tests that check names and help texts.
+    pub fn families(&self) -> Vec<MetricFamily> {
+        self.registry.gather()
+    }
+
+    pub fn describe(&self) -> Vec<String> {
+        self.registry.gather().iter().map(|f| f.name().to_owned()).collect()
+    }
+}
+
+fn encode(families: &[MetricFamily]) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail for I/O; a family without samples is skipped by us first.
+    let families: Vec<&MetricFamily> = families.iter().filter(|f| !f.get_metric().is_empty()).collect();
+    for family in families {
+        if let Err(e) = TextEncoder::new().encode(std::slice::from_ref(family), &mut out) {
+            tracing::error!(family = family.name(), error = %e, "cannot encode metric family");
+        }
+    }
+    out
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+struct Family(MetricFamily);
+
+impl Family {
+    fn gauge(name: &str, help: &str) -> Self {
+        let mut f = MetricFamily::default();
+        f.set_name(format!("{PREFIX}_{name}"));
+        f.set_help(help.to_owned());
+        f.set_field_type(MetricType::GAUGE);
+        Self(f)
+    }
+
+    fn push(&mut self, labels: &[(&str, &str)], value: f64) {
+        let pairs = labels
+            .iter()
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name((*name).to_owned());
+                pair.set_value((*value).to_owned());
+                pair
+            })
+            .collect();
+        let mut gauge = Gauge::default();
+        gauge.set_value(value);
+        let mut metric = Metric::from_gauge(gauge);
+        metric.set_label(pairs);
+        self.0.mut_metric().push(metric);
+    }
+}
+
+/// Renders the usage data of a snapshot. Images without a usable report get their status
+/// series but no usage series: a missing report is not zero usage.
+pub fn render_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    let mut resources = Family::gauge(
+        "resources",
+        &format!("Resources of an account that use the image, by resource type. {CACHED}."),
+    );
+    let mut created = Family::gauge(
+        "report_creation_timestamp_seconds",
+        "When EC2 created the report the usage figures come from (Unix time)",
+    );
+    let mut info = Family::gauge("report_info", "The report that serves an image's usage figures; value is always 1");
+    let mut success =
+        Family::gauge("image_poll_success", "Whether the last poll refreshed the image (1) or kept its last good data (0)");
+    let mut last = Family::gauge(
+        "last_success_timestamp_seconds",
+        "When the image was last refreshed successfully (Unix time)",
+    );
+    for image in &snapshot.images {
+        let (region, image_id) = (&*image.region, &*image.image_id);
+        let labels = [("aws_region", region), ("image_id", image_id)];
+        success.push(&labels, if image.poll_success { 1.0 } else { 0.0 });
+        if let Some(t) = image.last_success {
+            last.push(&labels, unix_seconds(t));
+        }
+        let Some(report) = &image.report else { continue };
+        created.push(&labels, unix_seconds(report.created));
+        info.push(&[("aws_region", region), ("image_id", image_id), ("report_id", &report.report_id)], 1.0);
+        for (key, count) in &report.usage {
+            resources.push(
+                &[
+                    ("aws_region", region),
+                    ("image_id", image_id),
+                    ("account_id", &key.account_id),
+                    ("resource_type", &key.resource_type),
+                ],
+                *count as f64,
+            );
+        }
+    }
+    encode(&[resources.0, created.0, info.0, success.0, last.0])
+}
+
+/// The names of every family the exporter can serve; used by tests and the docs check.
+pub fn snapshot_family_names() -> Vec<String> {
+    ["resources", "report_creation_timestamp_seconds", "report_info", "image_poll_success", "last_success_timestamp_seconds"]
+        .iter()
+        .map(|n| format!("{PREFIX}_{n}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Entry, ImageStatus, ReportUsage};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn snapshot() -> Snapshot {
+        let entries = [
+            Entry { report_id: "amiur-1".into(), account_id: "111122223333".into(), resource_type: "ec2:Instance".into(), usage_count: 15 },
+            Entry { report_id: "amiur-1".into(), account_id: "444455556666".into(), resource_type: "ec2:LaunchTemplate".into(), usage_count: 4 },
+        ];
+        let created = UNIX_EPOCH + Duration::from_secs(1_759_152_432);
+        let report = Arc::new(ReportUsage::from_entries("amiur-1", created, &entries));
+        Snapshot::new(vec![
+            ImageStatus {
+                region: "us-east-1".into(),
+                image_id: "ami-0123456789abcdef0".into(),
+                poll_success: true,
+                last_success: Some(UNIX_EPOCH + Duration::from_secs(1_759_200_000)),
+                report: Some(report),
+            },
+            ImageStatus {
+                region: "us-east-1".into(),
+                image_id: "ami-12345678".into(),
+                poll_success: false,
+                last_success: None,
+                report: None,
+            },
+        ])
+    }
+
+    /// The whole exposition, byte for byte: names, help texts and label order are a contract
+    /// that dashboards are built on, so any change must show up here.
+    #[test]
+    fn snapshot_exposition_is_stable() {
+        let text = String::from_utf8(render_snapshot(&snapshot())).expect("utf-8");
+        let expected = format!(
+            "# HELP ami_usage_resources Resources of an account that use the image, by resource type. {CACHED}.
+# TYPE ami_usage_resources gauge
+ami_usage_resources{{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\",account_id=\"111122223333\",resource_type=\"ec2:Instance\"}} 15
+ami_usage_resources{{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\",account_id=\"444455556666\",resource_type=\"ec2:LaunchTemplate\"}} 4
+# HELP ami_usage_report_creation_timestamp_seconds When EC2 created the report the usage figures come from (Unix time)
+# TYPE ami_usage_report_creation_timestamp_seconds gauge
+ami_usage_report_creation_timestamp_seconds{{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\"}} 1759152432
+# HELP ami_usage_report_info The report that serves an image's usage figures; value is always 1
+# TYPE ami_usage_report_info gauge
+ami_usage_report_info{{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\",report_id=\"amiur-1\"}} 1
+# HELP ami_usage_image_poll_success Whether the last poll refreshed the image (1) or kept its last good data (0)
+# TYPE ami_usage_image_poll_success gauge
+ami_usage_image_poll_success{{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\"}} 1
+ami_usage_image_poll_success{{aws_region=\"us-east-1\",image_id=\"ami-12345678\"}} 0
+# HELP ami_usage_last_success_timestamp_seconds When the image was last refreshed successfully (Unix time)
+# TYPE ami_usage_last_success_timestamp_seconds gauge
+ami_usage_last_success_timestamp_seconds{{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\"}} 1759200000
+"
+        );
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn empty_snapshot_renders_nothing() {
+        assert!(render_snapshot(&Snapshot::default()).is_empty());
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = snapshot();
+        s.images[0].region = "a\"b\\c\nd".into();
+        let text = String::from_utf8(render_snapshot(&s)).expect("utf-8");
+        assert!(text.contains(r#"aws_region="a\"b\\c\nd""#), "{text}");
+    }
+
+    #[test]
+    fn self_metrics_have_distinct_names_from_snapshot_metrics() {
+        let m = SelfMetrics::new("1.2.3", "abc").expect("registers");
+        m.api.request("us-east-1", "DescribeImageUsageReports");
+        m.api.error("us-east-1", "DescribeImageUsageReports", "RequestLimitExceeded");
+        m.reports_created.with_label_values(&["us-east-1"]).inc();
+        let names = m.describe();
+        for name in snapshot_family_names() {
+            assert!(!names.contains(&name), "{name} would be exposed twice");
+        }
+        let text = String::from_utf8(m.render()).expect("utf-8");
+        assert!(text.contains("ami_usage_build_info{revision=\"abc\",version=\"1.2.3\"} 1"), "{text}");
+        assert!(text.contains("ami_usage_api_requests_total{aws_region=\"us-east-1\",operation=\"DescribeImageUsageReports\"} 1"));
+        assert!(text.contains("ami_usage_api_errors_total{aws_region=\"us-east-1\",code=\"RequestLimitExceeded\",operation=\"DescribeImageUsageReports\"} 1"));
+        assert!(text.contains("ami_usage_polls_total 0"));
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes"), "process metrics");
+    }
+}

@@ -1,0 +1,140 @@
+//! What one poll learned: per image, the usage counts of the report that serves it and whether
+//! the image could be refreshed. A snapshot is built whole and never changed, so `/metrics`
+//! always shows one consistent poll, and series of accounts or images that are gone vanish.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One row of a report: an account's use of the image through one resource type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub report_id: String,
+    pub account_id: String,
+    pub resource_type: String,
+    pub usage_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UsageKey {
+    pub account_id: String,
+    pub resource_type: String,
+}
+
+/// The usage counts of one available report. Reports never change once available, so this is
+/// computed once per report and shared (through `Arc`) by every later snapshot that serves it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportUsage {
+    pub report_id: String,
+    pub created: SystemTime,
+    pub usage: BTreeMap<UsageKey, u64>,
+}
+
+impl ReportUsage {
+    /// Folds a report's entries into one count per (account, resource type).
+    ///
+    /// A report has one entry per account and resource type; if the API repeats an entry (for
+    /// instance on two pages), it is the same fact told twice, so it is kept once, not summed.
+    /// Entries of other reports are ignored: reading by report ID must never mix reports.
+    pub fn from_entries<'a>(report_id: &str, created: SystemTime, entries: impl IntoIterator<Item = &'a Entry>) -> Self {
+        let usage = entries
+            .into_iter()
+            .filter(|e| e.report_id == report_id)
+            .map(|e| {
+                let key = UsageKey { account_id: e.account_id.clone(), resource_type: e.resource_type.clone() };
+                (key, e.usage_count)
+            })
+            .collect();
+        Self { report_id: report_id.to_owned(), created, usage }
+    }
+}
+
+/// The state of one watched image after a poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageStatus {
+    pub region: Arc<str>,
+    pub image_id: Arc<str>,
+    /// Whether this poll refreshed the image. When it did not, `report` is the last good one.
+    pub poll_success: bool,
+    pub last_success: Option<SystemTime>,
+    /// `None` while the image has no usable available report (none yet, or still pending).
+    pub report: Option<Arc<ReportUsage>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Sorted by Region, then image ID.
+    pub images: Vec<ImageStatus>,
+}
+
+impl Snapshot {
+    pub fn new(mut images: Vec<ImageStatus>) -> Self {
+        images.sort_by(|a, b| (&a.region, &a.image_id).cmp(&(&b.region, &b.image_id)));
+        Self { images }
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.images.iter().filter_map(|i| i.report.as_ref()).map(|r| r.usage.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn entry(report: &str, account: &str, rt: &str, n: u64) -> Entry {
+        Entry { report_id: report.into(), account_id: account.into(), resource_type: rt.into(), usage_count: n }
+    }
+
+    #[test]
+    fn one_count_per_account_and_resource_type() {
+        let entries = [
+            entry("amiur-1", "111111111111", "ec2:Instance", 15),
+            entry("amiur-1", "111111111111", "ec2:LaunchTemplate", 4),
+            entry("amiur-1", "222222222222", "ec2:Instance", 39),
+        ];
+        let usage = ReportUsage::from_entries("amiur-1", UNIX_EPOCH, &entries);
+        let counts: Vec<u64> = usage.usage.values().copied().collect();
+        assert_eq!(counts, [15, 4, 39]);
+    }
+
+    #[test]
+    fn repeated_entries_are_not_double_counted() {
+        let e = entry("amiur-1", "111111111111", "ec2:Instance", 15);
+        let usage = ReportUsage::from_entries("amiur-1", UNIX_EPOCH, [&e, &e, &e]);
+        assert_eq!(usage.usage.len(), 1);
+        assert_eq!(usage.usage.values().sum::<u64>(), 15);
+    }
+
+    #[test]
+    fn entries_of_other_reports_never_leak_in() {
+        let entries = [entry("amiur-new", "111111111111", "ec2:Instance", 10), entry("amiur-old", "111111111111", "ec2:Instance", 7)];
+        let usage = ReportUsage::from_entries("amiur-new", UNIX_EPOCH, &entries);
+        assert_eq!(usage.usage.values().sum::<u64>(), 10);
+    }
+
+    #[test]
+    fn snapshot_sorts_images_and_counts_series() {
+        let report = Arc::new(ReportUsage::from_entries(
+            "amiur-1",
+            UNIX_EPOCH,
+            &[entry("amiur-1", "111111111111", "ec2:Instance", 1), entry("amiur-1", "111111111111", "ec2:LaunchTemplate", 2)],
+        ));
+        let status = |region: &str, image: &str, report: Option<Arc<ReportUsage>>| ImageStatus {
+            region: region.into(),
+            image_id: image.into(),
+            poll_success: true,
+            last_success: None,
+            report,
+        };
+        let s = Snapshot::new(vec![
+            status("us-west-2", "ami-1", Some(report.clone())),
+            status("eu-west-1", "ami-2", None),
+            status("eu-west-1", "ami-1", Some(report)),
+        ]);
+        let order: Vec<_> = s.images.iter().map(|i| format!("{}/{}", i.region, i.image_id)).collect();
+        assert_eq!(order, ["eu-west-1/ami-1", "eu-west-1/ami-2", "us-west-2/ami-1"]);
+        assert_eq!(s.series_count(), 4);
+    }
+}
