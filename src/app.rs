@@ -9,13 +9,13 @@ use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{parse_listen_address, Cli};
+use crate::cli::{Cli, parse_listen_address};
 use crate::config::{Config, ConfigError};
 use crate::ec2::Ec2Reports;
-use crate::metrics::{render_snapshot, SelfMetrics};
+use crate::metrics::{SelfMetrics, render_snapshot};
 use crate::poller::{Poller, RegionTarget};
-use crate::server::{serve, WebState};
-use crate::{aws, REVISION, VERSION};
+use crate::server::{WebState, serve};
+use crate::{REVISION, VERSION, aws};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -45,7 +45,8 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     let state = Arc::new(WebState::new(cli.telemetry_path.clone(), metrics.clone()));
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let polling = tokio::spawn(poll_forever(poller, config.poll_interval.get(), Arc::clone(&state), metrics, shutdown.clone()));
+    let polling =
+        tokio::spawn(poll_forever(poller, config.poll_interval.get(), Arc::clone(&state), metrics, shutdown.clone()));
     serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
     // The poll loop stops at its next await point; an in-flight AWS call is simply dropped.
@@ -65,7 +66,11 @@ async fn build_poller(config: &Config, metrics: SelfMetrics) -> Poller {
             let client = aws::ec2_client(&shared, &target.region, metrics.api.clone());
             RegionTarget {
                 region: target.region.as_str().into(),
-                api: Ec2Reports::new(client, config.aws.max_concurrent_requests.get() as usize, config.aws.page_size.get()),
+                api: Ec2Reports::new(
+                    client,
+                    config.aws.max_concurrent_requests.get() as usize,
+                    config.aws.page_size.get(),
+                ),
                 images: dedup(target.images.iter().map(|i| i.as_str().to_owned())),
                 report_ids: dedup(target.report_ids.iter().map(|r| r.as_str().to_owned())),
             }
@@ -83,7 +88,13 @@ fn dedup(ids: impl Iterator<Item = String>) -> Vec<String> {
 
 /// Polls now and then every `interval`. Polls never overlap: the next starts only after the
 /// previous one ended, and a poll that overruns delays the schedule instead of stacking up.
-async fn poll_forever(mut poller: Poller, interval: Duration, state: Arc<WebState>, metrics: SelfMetrics, shutdown: CancellationToken) {
+async fn poll_forever(
+    mut poller: Poller,
+    interval: Duration,
+    state: Arc<WebState>,
+    metrics: SelfMetrics,
+    shutdown: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

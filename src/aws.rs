@@ -15,10 +15,10 @@ use aws_sdk_ec2::operation::describe_image_usage_report_entries::DescribeImageUs
 use aws_sdk_ec2::operation::describe_image_usage_reports::DescribeImageUsageReportsError;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesError;
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeTransmitInterceptorContextRef, Error as ErasedError, FinalizerInterceptorContextRef,
 };
-use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::{Metadata, OrchestratorError};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;

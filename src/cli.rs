@@ -53,7 +53,9 @@ pub enum LogFormat {
 /// Accepts Go-style `:port` (all interfaces) as Prometheus exporters do, or `host:port`.
 pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
     let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
-    full.parse().map_err(|_| format!("{s:?} is not an address like :{DEFAULT_PORT}, 127.0.0.1:{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}"))
+    full.parse().map_err(|_| {
+        format!("{s:?} is not an address like :{DEFAULT_PORT}, 127.0.0.1:{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}")
+    })
 }
 
 fn parse_listen_address_str(s: &str) -> Result<String, String> {

@@ -12,8 +12,8 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::ids::{AccountId, ImageId, RegionName, ReportId};
 
@@ -508,9 +508,8 @@ targets:
         let (f, msg) = error_of(&with_target("reports:\n  resource_types: []"));
         assert_eq!(f, "reports.resource_types");
         assert!(msg.contains("at least one"), "{msg}");
-        let (_, msg) = error_of(&with_target(
-            "reports:\n  resource_types:\n    - type: ec2:Instance\n      version_depth: 3",
-        ));
+        let (_, msg) =
+            error_of(&with_target("reports:\n  resource_types:\n    - type: ec2:Instance\n      version_depth: 3"));
         assert!(msg.contains("only to ec2:LaunchTemplate"), "{msg}");
         let (_, msg) = error_of(&with_target(
             "reports:\n  resource_types:\n    - type: ec2:LaunchTemplate\n      version_depth: 0",

@@ -17,7 +17,7 @@ use aws_sdk_ec2::types::{
 use tokio::sync::Semaphore;
 
 use crate::config::{EntryQuery, ReportPolicy};
-use crate::report::{ReportParams, ReportState, UsageReport, CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE};
+use crate::report::{CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, ReportParams, ReportState, UsageReport};
 use crate::snapshot::Entry;
 
 /// A paginated call that needs more pages than this is treated as broken, not followed forever.
@@ -40,10 +40,9 @@ impl ApiError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let (code, message) = match &err {
-            SdkError::ServiceError(e) => (
-                e.err().code().unwrap_or("Unknown").to_owned(),
-                e.err().message().unwrap_or("no message").to_owned(),
-            ),
+            SdkError::ServiceError(e) => {
+                (e.err().code().unwrap_or("Unknown").to_owned(), e.err().message().unwrap_or("no message").to_owned())
+            }
             SdkError::TimeoutError(_) => ("Timeout".to_owned(), DisplayErrorContext(&err).to_string()),
             SdkError::DispatchFailure(_) => ("ConnectionError".to_owned(), DisplayErrorContext(&err).to_string()),
             SdkError::ResponseError(_) => ("ResponseError".to_owned(), DisplayErrorContext(&err).to_string()),
@@ -106,7 +105,10 @@ impl Pages {
         self.fetched += 1;
         let Some(token) = token.filter(|t| !t.is_empty()) else { return Ok(false) };
         if !self.seen.insert(token.to_owned()) {
-            return Err(ApiError::pagination(self.operation, format!("nextToken repeated after {} pages", self.fetched)));
+            return Err(ApiError::pagination(
+                self.operation,
+                format!("nextToken repeated after {} pages", self.fetched),
+            ));
         }
         if self.fetched >= MAX_PAGES {
             return Err(ApiError::pagination(self.operation, format!("gave up after {MAX_PAGES} pages")));
@@ -131,7 +133,10 @@ impl Ec2Reports {
     }
 
     /// Lists reports, all pages. Reports missing a field we need are skipped and reported.
-    pub async fn describe_reports(&self, selector: ReportSelector<'_>) -> Result<(Vec<UsageReport>, Skipped), ApiError> {
+    pub async fn describe_reports(
+        &self,
+        selector: ReportSelector<'_>,
+    ) -> Result<(Vec<UsageReport>, Skipped), ApiError> {
         const OP: &str = "DescribeImageUsageReports";
         let (image_ids, report_ids) = match selector {
             ReportSelector::Images(ids) => (Some(ids.to_vec()), None),
@@ -166,7 +171,11 @@ impl Ec2Reports {
 
     /// Reads the entries of the given reports (by report ID, never by image ID, which would mix
     /// every report of the image together), all pages.
-    pub async fn describe_entries(&self, report_ids: &[String], query: &EntryQuery) -> Result<(Vec<Entry>, Skipped), ApiError> {
+    pub async fn describe_entries(
+        &self,
+        report_ids: &[String],
+        query: &EntryQuery,
+    ) -> Result<(Vec<Entry>, Skipped), ApiError> {
         const OP: &str = "DescribeImageUsageReportEntries";
         let filters = entry_filters(query);
         let mut pages = Pages::new(OP);
@@ -197,17 +206,24 @@ impl Ec2Reports {
     }
 
     /// Asks EC2 for a new report of the image; returns its ID. The report starts `pending`.
-    pub async fn create_report(&self, image_id: &str, policy: &ReportPolicy, client_token: &str) -> Result<String, ApiError> {
+    pub async fn create_report(
+        &self,
+        image_id: &str,
+        policy: &ReportPolicy,
+        client_token: &str,
+    ) -> Result<String, ApiError> {
         const OP: &str = "CreateImageUsageReport";
         let resource_types = policy
             .resource_types
             .iter()
             .map(|rt| {
                 let options = rt.version_depth().map(|depth| {
-                    vec![ImageUsageResourceTypeOptionRequest::builder()
-                        .option_name("version-depth")
-                        .option_values(depth.to_string())
-                        .build()]
+                    vec![
+                        ImageUsageResourceTypeOptionRequest::builder()
+                            .option_name("version-depth")
+                            .option_values(depth.to_string())
+                            .build(),
+                    ]
                 });
                 ImageUsageResourceTypeRequest::builder()
                     .resource_type(rt.name())
@@ -220,10 +236,8 @@ impl Ec2Reports {
             .chain(policy.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
-        let tagging = TagSpecification::builder()
-            .resource_type(TagResourceType::ImageUsageReport)
-            .set_tags(Some(tags))
-            .build();
+        let tagging =
+            TagSpecification::builder().resource_type(TagResourceType::ImageUsageReport).set_tags(Some(tags)).build();
         let permit = self.permit().await;
         let out = self
             .client
@@ -280,10 +294,8 @@ fn convert_report(r: &ImageUsageReport) -> Result<UsageReport, String> {
         rt.resource_type().map(|name| (name, depth))
     });
     let params = ReportParams::from_report(resource_types, r.account_ids().iter().map(String::as_str));
-    let created_by_exporter = r
-        .tags()
-        .iter()
-        .any(|t| t.key() == Some(CREATED_BY_TAG_KEY) && t.value() == Some(CREATED_BY_TAG_VALUE));
+    let created_by_exporter =
+        r.tags().iter().any(|t| t.key() == Some(CREATED_BY_TAG_KEY) && t.value() == Some(CREATED_BY_TAG_VALUE));
     Ok(UsageReport {
         id: id.to_owned(),
         image_id: image_id.to_owned(),
@@ -300,8 +312,8 @@ fn convert_entry(e: &ImageUsageReportEntry) -> Result<Entry, String> {
     let account_id = e.account_id().ok_or_else(|| missing("accountId"))?;
     let resource_type = e.resource_type().ok_or_else(|| missing("resourceType"))?;
     let count = e.usage_count().ok_or_else(|| missing("usageCount"))?;
-    let usage_count =
-        u64::try_from(count).map_err(|_| format!("an entry of report {report_id} has a negative usageCount {count}"))?;
+    let usage_count = u64::try_from(count)
+        .map_err(|_| format!("an entry of report {report_id} has a negative usageCount {count}"))?;
     Ok(Entry {
         report_id: report_id.to_owned(),
         account_id: account_id.to_owned(),
@@ -351,7 +363,8 @@ mod tests {
             .usage_count(3)
             .build();
         assert_eq!(convert_entry(&good).map(|e| e.usage_count), Ok(3));
-        let no_count = ImageUsageReportEntry::builder().report_id("amiur-1").account_id("111122223333").resource_type("x").build();
+        let no_count =
+            ImageUsageReportEntry::builder().report_id("amiur-1").account_id("111122223333").resource_type("x").build();
         assert!(convert_entry(&no_count).is_err_and(|e| e.contains("usageCount")));
         let negative = ImageUsageReportEntry::builder()
             .report_id("amiur-1")
@@ -375,7 +388,8 @@ mod tests {
         let r = convert_report(&report).expect("valid");
         assert_eq!(r.state, ReportState::Error { reason: "Internal error".into() });
         assert!(r.created_by_exporter);
-        let no_time = ImageUsageReport::builder().report_id("amiur-1").image_id("ami-12345678").state("available").build();
+        let no_time =
+            ImageUsageReport::builder().report_id("amiur-1").image_id("ami-12345678").state("available").build();
         assert!(convert_report(&no_time).is_err_and(|e| e.contains("creationTime")));
     }
 }

@@ -111,7 +111,8 @@ mod tests {
         for ok in ["ami-0123456789abcdef0", "ami-12345678"] {
             assert!(ok.parse::<ImageId>().is_ok(), "{ok}");
         }
-        for bad in ["ami-0123456789ABCDEF0", "ami-123", "ami-0123456789abcdef", "0123456789abcdef0", "ami-1234567g", ""] {
+        for bad in ["ami-0123456789ABCDEF0", "ami-123", "ami-0123456789abcdef", "0123456789abcdef0", "ami-1234567g", ""]
+        {
             let err = bad.parse::<ImageId>().unwrap_err();
             assert!(err.to_string().contains("8 or 17"), "{err}");
         }

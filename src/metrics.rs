@@ -6,8 +6,8 @@
 //! that move between polls, so they are rendered on each scrape. The two parts never share a
 //! metric name, so their concatenation is one valid exposition.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
@@ -58,7 +58,12 @@ impl ApiMetrics {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
     let vec = IntCounterVec::new(Opts::new(format!("{PREFIX}_{name}"), help), labels)?;
     registry.register(Box::new(vec.clone()))?;
     Ok(vec)
@@ -76,7 +81,10 @@ impl SelfMetrics {
     pub fn new(version: &str, revision: &str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let build_info = prometheus::IntGaugeVec::new(
-            Opts::new(format!("{PREFIX}_build_info"), "A metric with a constant '1' value labelled by version and revision of ami-usage-exporter"),
+            Opts::new(
+                format!("{PREFIX}_build_info"),
+                "A metric with a constant '1' value labelled by version and revision of ami-usage-exporter",
+            ),
             &["version", "revision"],
         )?;
         build_info.with_label_values(&[version, revision]).set(1);
@@ -91,16 +99,45 @@ impl SelfMetrics {
         registry.register(Box::new(poll_duration.clone()))?;
         Ok(Self {
             polls: counter(&registry, "polls_total", "Polls started (each reads the reports of every watched image)")?,
-            poll_failures: counter(&registry, "poll_failures_total", "Polls in which at least one image could not be refreshed")?,
+            poll_failures: counter(
+                &registry,
+                "poll_failures_total",
+                "Polls in which at least one image could not be refreshed",
+            )?,
             poll_duration,
             api: ApiMetrics {
-                requests: counter_vec(&registry, "api_requests_total", "HTTP requests sent to the EC2 API, retries included", &["aws_region", "operation"])?,
-                errors: counter_vec(&registry, "api_errors_total", "EC2 API attempts that failed, by error code", &["aws_region", "operation", "code"])?,
+                requests: counter_vec(
+                    &registry,
+                    "api_requests_total",
+                    "HTTP requests sent to the EC2 API, retries included",
+                    &["aws_region", "operation"],
+                )?,
+                errors: counter_vec(
+                    &registry,
+                    "api_errors_total",
+                    "EC2 API attempts that failed, by error code",
+                    &["aws_region", "operation", "code"],
+                )?,
                 total: Arc::default(),
             },
-            reports_created: counter_vec(&registry, "reports_created_total", "AMI usage reports this exporter asked EC2 to create", &["aws_region"])?,
-            report_errors: counter_vec(&registry, "report_errors_total", "AMI usage reports found in the error state, each counted once", &["aws_region"])?,
-            invalid_entries: counter_vec(&registry, "invalid_entries_total", "Report entries skipped because a field was missing or impossible", &["aws_region"])?,
+            reports_created: counter_vec(
+                &registry,
+                "reports_created_total",
+                "AMI usage reports this exporter asked EC2 to create",
+                &["aws_region"],
+            )?,
+            report_errors: counter_vec(
+                &registry,
+                "report_errors_total",
+                "AMI usage reports found in the error state, each counted once",
+                &["aws_region"],
+            )?,
+            invalid_entries: counter_vec(
+                &registry,
+                "invalid_entries_total",
+                "Report entries skipped because a field was missing or impossible",
+                &["aws_region"],
+            )?,
             registry,
         })
     }
@@ -167,21 +204,19 @@ impl Family {
 /// Renders the usage data of a snapshot. Images without a usable report get their status
 /// series but no usage series: a missing report is not zero usage.
 pub fn render_snapshot(snapshot: &Snapshot) -> Vec<u8> {
-    let mut resources = Family::gauge(
-        "resources",
-        &format!("Resources of an account that use the image, by resource type. {CACHED}."),
-    );
+    let mut resources =
+        Family::gauge("resources", &format!("Resources of an account that use the image, by resource type. {CACHED}."));
     let mut created = Family::gauge(
         "report_creation_timestamp_seconds",
         "When EC2 created the report the usage figures come from (Unix time)",
     );
     let mut info = Family::gauge("report_info", "The report that serves an image's usage figures; value is always 1");
-    let mut success =
-        Family::gauge("image_poll_success", "Whether the last poll refreshed the image (1) or kept its last good data (0)");
-    let mut last = Family::gauge(
-        "last_success_timestamp_seconds",
-        "When the image was last refreshed successfully (Unix time)",
+    let mut success = Family::gauge(
+        "image_poll_success",
+        "Whether the last poll refreshed the image (1) or kept its last good data (0)",
     );
+    let mut last =
+        Family::gauge("last_success_timestamp_seconds", "When the image was last refreshed successfully (Unix time)");
     for image in &snapshot.images {
         let (region, image_id) = (&*image.region, &*image.image_id);
         let labels = [("aws_region", region), ("image_id", image_id)];
@@ -209,10 +244,16 @@ pub fn render_snapshot(snapshot: &Snapshot) -> Vec<u8> {
 
 /// The names of every family the exporter can serve; used by tests and the docs check.
 pub fn snapshot_family_names() -> Vec<String> {
-    ["resources", "report_creation_timestamp_seconds", "report_info", "image_poll_success", "last_success_timestamp_seconds"]
-        .iter()
-        .map(|n| format!("{PREFIX}_{n}"))
-        .collect()
+    [
+        "resources",
+        "report_creation_timestamp_seconds",
+        "report_info",
+        "image_poll_success",
+        "last_success_timestamp_seconds",
+    ]
+    .iter()
+    .map(|n| format!("{PREFIX}_{n}"))
+    .collect()
 }
 
 #[cfg(test)]
@@ -224,8 +265,18 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let entries = [
-            Entry { report_id: "amiur-1".into(), account_id: "111122223333".into(), resource_type: "ec2:Instance".into(), usage_count: 15 },
-            Entry { report_id: "amiur-1".into(), account_id: "444455556666".into(), resource_type: "ec2:LaunchTemplate".into(), usage_count: 4 },
+            Entry {
+                report_id: "amiur-1".into(),
+                account_id: "111122223333".into(),
+                resource_type: "ec2:Instance".into(),
+                usage_count: 15,
+            },
+            Entry {
+                report_id: "amiur-1".into(),
+                account_id: "444455556666".into(),
+                resource_type: "ec2:LaunchTemplate".into(),
+                usage_count: 4,
+            },
         ];
         let created = UNIX_EPOCH + Duration::from_secs(1_759_152_432);
         let report = Arc::new(ReportUsage::from_entries("amiur-1", created, &entries));
@@ -300,7 +351,9 @@ ami_usage_last_success_timestamp_seconds{{aws_region=\"us-east-1\",image_id=\"am
         }
         let text = String::from_utf8(m.render()).expect("utf-8");
         assert!(text.contains("ami_usage_build_info{revision=\"abc\",version=\"1.2.3\"} 1"), "{text}");
-        assert!(text.contains("ami_usage_api_requests_total{aws_region=\"us-east-1\",operation=\"DescribeImageUsageReports\"} 1"));
+        assert!(text.contains(
+            "ami_usage_api_requests_total{aws_region=\"us-east-1\",operation=\"DescribeImageUsageReports\"} 1"
+        ));
         assert!(text.contains("ami_usage_api_errors_total{aws_region=\"us-east-1\",code=\"RequestLimitExceeded\",operation=\"DescribeImageUsageReports\"} 1"));
         assert!(text.contains("ami_usage_polls_total 0"));
         #[cfg(target_os = "linux")]

@@ -13,10 +13,10 @@ use std::time::{Instant, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
 
-use crate::config::{Config, EntryQuery, ReportPolicy, MAX_IDS_PER_CALL};
+use crate::config::{Config, EntryQuery, MAX_IDS_PER_CALL, ReportPolicy};
 use crate::ec2::{ApiError, Ec2Reports, ReportSelector, Skipped};
 use crate::metrics::SelfMetrics;
-use crate::report::{classify, client_token, needs_new_report, ReportParams, ReportState, UsageReport};
+use crate::report::{ReportParams, ReportState, UsageReport, classify, client_token, needs_new_report};
 use crate::snapshot::{Entry, ImageStatus, ReportUsage, Snapshot};
 
 /// The images and pinned reports of one Region, with its client.
@@ -138,11 +138,15 @@ impl Poller {
         let mut to_create = Vec::new();
         let mut new_errors = Vec::new();
         for (image, reports) in &listing.by_image {
-            let usable = |r: &UsageReport| pinned.contains(r.id.as_str()) || !self.policy.create || r.params == self.wanted;
+            let usable =
+                |r: &UsageReport| pinned.contains(r.id.as_str()) || !self.policy.create || r.params == self.wanted;
             let sorted = classify(reports, usable);
             let seen = &self.memory[index].seen_errors;
             new_errors.extend(sorted.errors.iter().filter(|r| !seen.contains(&r.id)).map(|r| (*r).clone()));
-            if self.policy.create && watched.contains(image.as_str()) && needs_new_report(&sorted, now, self.policy.max_age.get()) {
+            if self.policy.create
+                && watched.contains(image.as_str())
+                && needs_new_report(&sorted, now, self.policy.max_age.get())
+            {
                 to_create.push(image.clone());
             }
             chosen.insert(image.clone(), sorted.newest_available.cloned());
@@ -172,7 +176,8 @@ impl Poller {
             chosen.values().flatten().filter(|r| !self.cache.contains_key(&r.id) && seen.insert(r.id.clone())).collect()
         };
         stats.reports_read += unread.len();
-        let (read, failed_reports, skipped) = read_entries(&target.api, &unread, &self.entry_query, self.concurrency).await;
+        let (read, failed_reports, skipped) =
+            read_entries(&target.api, &unread, &self.entry_query, self.concurrency).await;
         self.note_skipped(&region, &skipped, "entry");
         for (id, usage) in read {
             self.cache.insert(id, Arc::new(usage));

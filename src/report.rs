@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{ReportPolicy, ResourceType, LAUNCH_TEMPLATE};
+use crate::config::{LAUNCH_TEMPLATE, ReportPolicy, ResourceType};
 
 /// The tag that marks reports this exporter created, so that people (and the exporter after a
 /// restart) can tell them from reports made in the console or the CLI.
@@ -20,7 +20,9 @@ pub enum ReportState {
     Pending,
     Available,
     /// EC2 could not produce the report; the reason text is not documented by AWS.
-    Error { reason: String },
+    Error {
+        reason: String,
+    },
     /// A state this version does not know; treated like pending (not readable, not failed).
     Other(String),
 }
@@ -101,7 +103,8 @@ pub fn classify<'a>(reports: &'a [UsageReport], usable: impl Fn(&UsageReport) ->
         match &report.state {
             ReportState::Available if usable(report) => {
                 // Newest wins; equal times are broken by ID so that every replica picks the same.
-                let newer = out.newest_available.is_none_or(|cur| (report.created, &report.id) > (cur.created, &cur.id));
+                let newer =
+                    out.newest_available.is_none_or(|cur| (report.created, &report.id) > (cur.created, &cur.id));
                 if newer {
                     out.newest_available = Some(report);
                 }

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,14 +17,14 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{SelfMetrics, CONTENT_TYPE_TEXT};
+use crate::metrics::{CONTENT_TYPE_TEXT, SelfMetrics};
 
 /// A client that has not sent its request headers by then is cut off (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,7 +114,8 @@ fn landing_page(telemetry_path: &str) -> String {
 /// Routes one request. Only GET and HEAD exist here.
 pub fn route(state: &WebState, method: &Method, path: &str) -> Response<Chunks> {
     if method != Method::GET && method != Method::HEAD {
-        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", Chunks::text("Method not allowed\n"));
+        let mut r =
+            respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", Chunks::text("Method not allowed\n"));
         r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }

@@ -36,7 +36,11 @@ impl ReportUsage {
     /// A report has one entry per account and resource type; if the API repeats an entry (for
     /// instance on two pages), it is the same fact told twice, so it is kept once, not summed.
     /// Entries of other reports are ignored: reading by report ID must never mix reports.
-    pub fn from_entries<'a>(report_id: &str, created: SystemTime, entries: impl IntoIterator<Item = &'a Entry>) -> Self {
+    pub fn from_entries<'a>(
+        report_id: &str,
+        created: SystemTime,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> Self {
         let usage = entries
             .into_iter()
             .filter(|e| e.report_id == report_id)
@@ -109,7 +113,10 @@ mod tests {
 
     #[test]
     fn entries_of_other_reports_never_leak_in() {
-        let entries = [entry("amiur-new", "111111111111", "ec2:Instance", 10), entry("amiur-old", "111111111111", "ec2:Instance", 7)];
+        let entries = [
+            entry("amiur-new", "111111111111", "ec2:Instance", 10),
+            entry("amiur-old", "111111111111", "ec2:Instance", 7),
+        ];
         let usage = ReportUsage::from_entries("amiur-new", UNIX_EPOCH, &entries);
         assert_eq!(usage.usage.values().sum::<u64>(), 10);
     }
@@ -119,7 +126,10 @@ mod tests {
         let report = Arc::new(ReportUsage::from_entries(
             "amiur-1",
             UNIX_EPOCH,
-            &[entry("amiur-1", "111111111111", "ec2:Instance", 1), entry("amiur-1", "111111111111", "ec2:LaunchTemplate", 2)],
+            &[
+                entry("amiur-1", "111111111111", "ec2:Instance", 1),
+                entry("amiur-1", "111111111111", "ec2:LaunchTemplate", 2),
+            ],
         ));
         let status = |region: &str, image: &str, report: Option<Arc<ReportUsage>>| ImageStatus {
             region: region.into(),

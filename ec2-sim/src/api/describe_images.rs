@@ -1,0 +1,73 @@
+//! `DescribeImages`, reduced to what image discovery needs: the owner's images by ID, owner, name and tags.
+
+use crate::error::Ec2Error;
+use crate::model::Image;
+use crate::pagination::paginate;
+use crate::query::Params;
+use crate::state::State;
+use crate::timefmt::format_millis;
+use crate::xml::XmlWriter;
+
+use super::{check_filter_names, check_image_ids, tag_filter_matches, write_tags};
+
+const FILTERS: [&str; 7] = ["name", "state", "image-id", "owner-id", "architecture", "is-public", "image-type"];
+
+pub(super) fn handle(state: &mut State, params: &Params, request_id: &str) -> Result<String, Ec2Error> {
+    let image_ids = params.id_list("ImageId", usize::MAX)?;
+    check_image_ids(&image_ids)?;
+    let owners = params.list("Owner");
+    let filters = params.filters()?;
+    check_filter_names(&filters, &[&FILTERS[..], &["tag-key"]].concat(), true)?;
+    params.max_results()?;
+    if params.dry_run()? {
+        return Err(Ec2Error::dry_run());
+    }
+    let missing: Vec<&str> = image_ids.iter().filter(|id| !state.has_image(id)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(Ec2Error::image_not_found(&missing));
+    }
+    let selected: Vec<&Image> = state
+        .images()
+        .iter()
+        .filter(|i| image_ids.is_empty() || image_ids.contains(&i.id))
+        // `self` means the caller, and the simulated caller is the owner of every image.
+        .filter(|i| owners.is_empty() || owners.iter().any(|o| o == "self" || o == &i.owner_id))
+        .filter(|i| {
+            filters.iter().all(|f| match f.name.as_str() {
+                "name" => f.matches(&i.name),
+                "state" => f.matches("available"),
+                "image-id" => f.matches(&i.id),
+                "owner-id" => f.matches(&i.owner_id),
+                "architecture" => f.matches(i.architecture),
+                "is-public" => f.matches("false"),
+                "image-type" => f.matches("machine"),
+                _ => tag_filter_matches(f, &i.tags).unwrap_or(false),
+            })
+        })
+        .collect();
+    let page = paginate(selected, params)?;
+
+    let mut w = XmlWriter::success("DescribeImagesResponse", request_id);
+    w.set("imagesSet", &page.items, |w, i| {
+        w.leaf("imageId", &i.id);
+        w.leaf("imageLocation", &format!("{}/{}", i.owner_id, i.name));
+        w.leaf("imageState", "available");
+        w.leaf("imageOwnerId", &i.owner_id);
+        w.leaf("creationDate", &format_millis(i.creation_date));
+        w.leaf("isPublic", "false");
+        w.leaf("architecture", i.architecture);
+        w.leaf("imageType", "machine");
+        w.leaf("platformDetails", "Linux/UNIX");
+        w.leaf("usageOperation", "RunInstances");
+        w.leaf("name", &i.name);
+        w.leaf("rootDeviceType", "ebs");
+        w.leaf("rootDeviceName", "/dev/xvda");
+        w.leaf("virtualizationType", "hvm");
+        w.leaf("hypervisor", "xen");
+        write_tags(w, &i.tags);
+    });
+    if let Some(token) = &page.next_token {
+        w.leaf("nextToken", token);
+    }
+    Ok(w.finish())
+}

@@ -1,0 +1,93 @@
+//! The EC2 operations, and the one place requests are dispatched to them.
+//!
+//! `dispatch` is the seam for the planned fault-injection layer: everything from form parameters to the final
+//! status and body happens behind it, so a layer in front can delay, throttle, fail or mangle any operation without
+//! touching the operations themselves.
+
+mod create_report;
+mod delete_report;
+mod describe_entries;
+mod describe_images;
+mod describe_reports;
+
+use crate::error::Ec2Error;
+use crate::filter::Filter;
+use crate::query::Params;
+use crate::state::State;
+use crate::xml;
+
+/// One answer to an EC2 Query request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiResponse {
+    pub(crate) status: u16,
+    pub(crate) body: String,
+    /// Also sent as the `x-amzn-requestid` header, which is where the SDK looks for it.
+    pub(crate) request_id: String,
+    pub(crate) action: String,
+}
+
+/// Counts the request, applies due state transitions, runs the operation and renders the success or error body.
+pub(crate) fn dispatch(state: &mut State, params: &Params) -> ApiResponse {
+    let action = params.get("Action").unwrap_or("").to_string();
+    // Bound the key so a client sending junk actions cannot grow the counter map with huge strings.
+    let counted: String = if action.is_empty() { "(none)".to_string() } else { action.chars().take(64).collect() };
+    state.count_request(&counted);
+    state.refresh();
+    let request_id = state.next_request_id();
+    let result = match action.as_str() {
+        "CreateImageUsageReport" => create_report::handle(state, params, &request_id),
+        "DescribeImageUsageReports" => describe_reports::handle(state, params, &request_id),
+        "DescribeImageUsageReportEntries" => describe_entries::handle(state, params, &request_id),
+        "DeleteImageUsageReport" => delete_report::handle(state, params, &request_id),
+        "DescribeImages" => describe_images::handle(state, params, &request_id),
+        "" => Err(Ec2Error::missing("Action")),
+        other => {
+            Err(Ec2Error::client("InvalidAction", format!("The action {other} is not valid for this web service.")))
+        }
+    };
+    match result {
+        Ok(body) => ApiResponse { status: 200, body, request_id, action: counted },
+        Err(err) => {
+            ApiResponse { status: err.status, body: xml::error_body(&err, &request_id), request_id, action: counted }
+        }
+    }
+}
+
+/// Rejects filter names an operation does not know, as EC2 does, instead of silently matching everything.
+fn check_filter_names(filters: &[Filter], known: &[&str], allow_tags: bool) -> Result<(), Ec2Error> {
+    for f in filters {
+        let ok = known.contains(&f.name.as_str()) || (allow_tags && f.name.starts_with("tag:"));
+        if !ok {
+            return Err(Ec2Error::invalid_filter(&f.name));
+        }
+    }
+    Ok(())
+}
+
+/// `tag:<key>` and `tag-key` filters against a tag list.
+fn tag_filter_matches(filter: &Filter, tags: &[(String, String)]) -> Option<bool> {
+    if let Some(key) = filter.name.strip_prefix("tag:") {
+        return Some(tags.iter().any(|(k, v)| k == key && filter.matches(v)));
+    }
+    if filter.name == "tag-key" {
+        return Some(filter.matches_any(tags.iter().map(|(k, _)| k.as_str())));
+    }
+    None
+}
+
+fn check_image_ids(ids: &[String]) -> Result<(), Ec2Error> {
+    match ids.iter().find(|id| !crate::ids::is_image_id(id)) {
+        Some(bad) => Err(Ec2Error::malformed_image(bad)),
+        None => Ok(()),
+    }
+}
+
+fn write_tags(w: &mut xml::XmlWriter, tags: &[(String, String)]) {
+    w.set("tagSet", tags, |w, (k, v)| {
+        w.leaf("key", k);
+        w.leaf("value", v);
+    });
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

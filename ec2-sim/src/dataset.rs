@@ -1,0 +1,329 @@
+//! The synthetic world: accounts, images, their current usage, and the reports that already exist when the
+//! simulator starts.
+//!
+//! Everything is derived from the seed, so "seed 1" means the same IDs and counts everywhere. Only times are
+//! relative to the moment the simulator is created, because reports expire.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use crate::ids::IdGen;
+use crate::model::{CreateRequest, Image, Report, ReportState, ResourceTypeSpec, Usage, UsageEntry, snapshot};
+use crate::rng::SplitMix64;
+use crate::timefmt::truncate_to_millis;
+
+/// The shape of the synthetic dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetSpec {
+    pub seed: u64,
+    pub images: usize,
+    /// Consumer accounts (the owner is not among them).
+    pub accounts: usize,
+    pub resource_types: Vec<String>,
+    /// Available reports per image that exist at start, newest about two hours old.
+    pub reports_per_image: usize,
+    pub owner_account: String,
+    /// Also start with a pending report on every other image, to exercise "one pending report per AMI".
+    pub pending_reports: bool,
+}
+
+impl Default for DatasetSpec {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            images: 5,
+            accounts: 8,
+            resource_types: vec!["ec2:Instance".to_string(), "ec2:LaunchTemplate".to_string()],
+            reports_per_image: 3,
+            owner_account: "111111111111".to_string(),
+            pending_reports: false,
+        }
+    }
+}
+
+/// The `version-depth` AWS uses when none is given; pre-existing reports state it explicitly, as the console does.
+pub(crate) const DEFAULT_VERSION_DEPTH: u32 = 20;
+
+pub(crate) const ERROR_REASON: &str = "Internal error: the usage report could not be generated. Create a new report.";
+
+const TEAMS: [&str; 4] = ["platform", "data", "web", "payments"];
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Timing the dataset needs from the simulator configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) now: SystemTime,
+    pub(crate) report_ttl: Duration,
+    pub(crate) pending_for: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Dataset {
+    pub(crate) accounts: Vec<String>,
+    pub(crate) images: Vec<Image>,
+    /// Parallel to `images`.
+    pub(crate) usage: Vec<Usage>,
+    pub(crate) reports: Vec<Report>,
+}
+
+/// The parameters of the reports that exist at start: all accounts, every resource type of the dataset, and
+/// `version-depth` 20 on launch templates.
+pub(crate) fn usual_request(spec: &DatasetSpec, image_id: &str) -> CreateRequest {
+    CreateRequest {
+        image_id: image_id.to_string(),
+        resource_types: spec
+            .resource_types
+            .iter()
+            .map(|rt| ResourceTypeSpec {
+                resource_type: rt.clone(),
+                version_depth: (rt == "ec2:LaunchTemplate").then_some(DEFAULT_VERSION_DEPTH),
+            })
+            .collect(),
+        account_ids: Vec::new(),
+        tags: Vec::new(),
+    }
+}
+
+fn ago(now: SystemTime, d: Duration) -> SystemTime {
+    truncate_to_millis(now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
+}
+
+fn generate_accounts(rng: &mut SplitMix64, spec: &DatasetSpec) -> Vec<String> {
+    let mut set = BTreeSet::new();
+    while set.len() < spec.accounts {
+        let id = format!("{:012}", 100_000_000_000 + rng.below(900_000_000_000));
+        if id != spec.owner_account {
+            set.insert(id);
+        }
+    }
+    set.into_iter().collect()
+}
+
+fn generate_image(rng: &mut SplitMix64, ids: &IdGen, spec: &DatasetSpec, index: usize, now: SystemTime) -> Image {
+    let name = format!("golden-base-{}", index + 1);
+    let age = DAY * (30 + rng.below(400) as u32) + Duration::from_secs(rng.below(86_400));
+    let architecture = if rng.chance(1, 4) { "arm64" } else { "x86_64" };
+    let team = TEAMS[rng.below(TEAMS.len() as u64) as usize];
+    Image {
+        id: ids.image_id(index as u64),
+        owner_id: spec.owner_account.clone(),
+        creation_date: ago(now, age),
+        architecture,
+        tags: vec![("Name".to_string(), name.clone()), ("Team".to_string(), team.to_string())],
+        name,
+    }
+}
+
+/// Every seventh image (index 3, 10, 17, …) is used by nobody, so even the default five images include an unused
+/// AMI; the others are used by a random subset of at least two accounts, each with one or more resource types.
+fn generate_usage(rng: &mut SplitMix64, spec: &DatasetSpec, accounts: &[String], index: usize) -> Usage {
+    let mut usage = Usage::new();
+    if index % 7 == 3 || accounts.is_empty() || spec.resource_types.is_empty() {
+        return usage;
+    }
+    let n = accounts.len() as u64;
+    let k = rng.range_inclusive(n.min(2), n) as usize;
+    let mut chosen: Vec<&String> = accounts.iter().collect();
+    rng.shuffle(&mut chosen);
+    for account in chosen.into_iter().take(k) {
+        let mut any = false;
+        for rt in &spec.resource_types {
+            if rng.chance(2, 3) {
+                usage.insert((account.clone(), rt.clone()), rng.range_inclusive(1, 500) as i64);
+                any = true;
+            }
+        }
+        if !any {
+            let rt = &spec.resource_types[rng.below(spec.resource_types.len() as u64) as usize];
+            usage.insert((account.clone(), rt.clone()), rng.range_inclusive(1, 500) as i64);
+        }
+    }
+    usage
+}
+
+/// An older report must differ visibly from the newest one, so that a client mixing reports gets wrong sums:
+/// every count differs, one current account may be missing, and an account that no longer uses the image appears.
+fn older_entries(
+    rng: &mut SplitMix64,
+    spec: &DatasetSpec,
+    accounts: &[String],
+    current: &[UsageEntry],
+) -> Vec<UsageEntry> {
+    let mut out: Vec<UsageEntry> = current
+        .iter()
+        .map(|e| {
+            let half = (e.usage_count / 2).max(1);
+            let delta = rng.range_inclusive(0, 2 * half as u64) as i64 - half;
+            let mut count = (e.usage_count + delta).max(1);
+            if count == e.usage_count {
+                count += 1;
+            }
+            UsageEntry { usage_count: count, ..e.clone() }
+        })
+        .collect();
+    let current_accounts: BTreeSet<&str> = current.iter().map(|e| e.account_id.as_str()).collect();
+    if current_accounts.len() >= 2 && rng.chance(1, 2) {
+        let dropped = current_accounts.iter().nth(rng.below(current_accounts.len() as u64) as usize).copied();
+        out.retain(|e| Some(e.account_id.as_str()) != dropped);
+    }
+    let former: Vec<&String> = accounts.iter().filter(|a| !current_accounts.contains(a.as_str())).collect();
+    if !former.is_empty() && !spec.resource_types.is_empty() {
+        let account = former[rng.below(former.len() as u64) as usize];
+        let rt = &spec.resource_types[rng.below(spec.resource_types.len() as u64) as usize];
+        out.push(UsageEntry {
+            account_id: account.clone(),
+            resource_type: rt.clone(),
+            usage_count: rng.range_inclusive(1, 500) as i64,
+        });
+    }
+    out.sort_by(|a, b| (&a.account_id, &a.resource_type).cmp(&(&b.account_id, &b.resource_type)));
+    out
+}
+
+pub(crate) fn generate(spec: &DatasetSpec, timing: Timing, ids: &mut IdGen) -> Dataset {
+    let mut rng = SplitMix64::new(spec.seed);
+    let accounts = generate_accounts(&mut rng, spec);
+    let mut images = Vec::with_capacity(spec.images);
+    let mut usage = Vec::with_capacity(spec.images);
+    for index in 0..spec.images {
+        images.push(generate_image(&mut rng, ids, spec, index, timing.now));
+        usage.push(generate_usage(&mut rng, spec, &accounts, index));
+    }
+
+    let ttl = timing.report_ttl;
+    let n = spec.reports_per_image;
+    // Ages scale down with a short TTL so that every pre-existing report is alive at start.
+    let base = HOUR.saturating_mul(2).min(ttl / 10);
+    let step = if n == 0 {
+        Duration::ZERO
+    } else {
+        DAY.saturating_mul(3).min(ttl.mul_f64(0.7) / u32::try_from(n).unwrap_or(u32::MAX))
+    };
+
+    let mut reports = Vec::new();
+    let mut seq = 0u64;
+    let mut push = |reports: &mut Vec<Report>,
+                    ids: &mut IdGen,
+                    request: CreateRequest,
+                    state: ReportState,
+                    created: SystemTime,
+                    entries: Vec<UsageEntry>| {
+        reports.push(Report {
+            id: ids.next_report_id(),
+            request,
+            client_token: None,
+            state,
+            creation_time: created,
+            expiration_time: created + ttl,
+            ready_at: created + timing.pending_for,
+            entries,
+            seq,
+        });
+        seq += 1;
+    };
+    for (index, image) in images.iter().enumerate() {
+        if n == 0 {
+            break;
+        }
+        let request = usual_request(spec, &image.id);
+        let current = snapshot(Some(&usage[index]), &request);
+        if index % 3 == 1 {
+            let created = ago(timing.now, base + step * (n as u32 - 1) + step / 2);
+            let state = ReportState::Error(ERROR_REASON.to_string());
+            push(&mut reports, ids, request.clone(), state, created, Vec::new());
+        }
+        for k in (0..n).rev() {
+            let jitter = Duration::from_millis(rng.below((step / 4).as_millis().max(1) as u64));
+            let (age, entries) = if k == 0 {
+                let jitter = Duration::from_millis(rng.below((base / 10).as_millis().max(1) as u64));
+                (base.saturating_sub(jitter), current.clone())
+            } else {
+                (base + step * k as u32 + jitter, older_entries(&mut rng, spec, &accounts, &current))
+            };
+            push(&mut reports, ids, request.clone(), ReportState::Available, ago(timing.now, age), entries);
+        }
+    }
+    if spec.pending_reports {
+        for image in images.iter().step_by(2) {
+            let created = truncate_to_millis(timing.now);
+            push(&mut reports, ids, usual_request(spec, &image.id), ReportState::Pending, created, Vec::new());
+        }
+    }
+    Dataset { accounts, images, usage, reports }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing { now: SystemTime::now(), report_ttl: Duration::from_secs(30 * 86_400), pending_for: Duration::ZERO }
+    }
+
+    #[test]
+    fn same_seed_same_dataset() {
+        let spec = DatasetSpec::default();
+        let t = timing();
+        let a = generate(&spec, t, &mut IdGen::new(spec.seed));
+        let b = generate(&spec, t, &mut IdGen::new(spec.seed));
+        assert_eq!(a.accounts, b.accounts);
+        assert_eq!(a.images, b.images);
+        assert_eq!(a.usage, b.usage);
+        let ids = |d: &Dataset| {
+            d.reports.iter().map(|r| (r.id.clone(), r.creation_time, r.entries.clone())).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&a), ids(&b));
+        let other = generate(&DatasetSpec { seed: 2, ..spec.clone() }, t, &mut IdGen::new(2));
+        assert_ne!(a.accounts, other.accounts);
+    }
+
+    #[test]
+    fn shape_of_the_default_dataset() {
+        let spec = DatasetSpec::default();
+        let d = generate(&spec, timing(), &mut IdGen::new(spec.seed));
+        assert_eq!(d.accounts.len(), 8);
+        assert!(d.accounts.iter().all(|a| crate::ids::is_account_id(a) && a != &spec.owner_account));
+        assert_eq!(d.images.len(), 5);
+        assert!(d.usage[3].is_empty(), "image 3 is the unused one");
+        for (i, u) in d.usage.iter().enumerate() {
+            if i != 3 {
+                let accounts: BTreeSet<_> = u.keys().map(|(a, _)| a).collect();
+                assert!(accounts.len() >= 2);
+                assert!(u.values().all(|c| (1..=500).contains(c)));
+            }
+        }
+        // 3 available per image plus an error report on images 1 and 4.
+        assert_eq!(d.reports.len(), 5 * 3 + 2);
+        assert!(d.reports.iter().all(|r| r.request.account_ids.is_empty() && r.request.resource_types.len() == 2));
+    }
+
+    #[test]
+    fn older_reports_differ_from_the_newest() {
+        let spec = DatasetSpec { images: 20, ..DatasetSpec::default() };
+        let d = generate(&spec, timing(), &mut IdGen::new(spec.seed));
+        for image in &d.images {
+            let mut avail: Vec<&Report> = d
+                .reports
+                .iter()
+                .filter(|r| r.request.image_id == image.id && r.state == ReportState::Available)
+                .collect();
+            avail.sort_by_key(|r| r.creation_time);
+            let newest = avail.last().unwrap();
+            for old in &avail[..avail.len() - 1] {
+                assert!(old.creation_time < newest.creation_time);
+                if !(newest.entries.is_empty() && old.entries.is_empty()) {
+                    assert_ne!(old.entries, newest.entries);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_ttl_keeps_reports_alive() {
+        let spec = DatasetSpec { reports_per_image: 12, ..DatasetSpec::default() };
+        let t = Timing { report_ttl: Duration::from_secs(60), ..timing() };
+        let d = generate(&spec, t, &mut IdGen::new(1));
+        assert!(d.reports.iter().all(|r| r.expiration_time > t.now));
+    }
+}

@@ -1,0 +1,25 @@
+//! A local simulator of the EC2 AMI usage report API, speaking the EC2 Query protocol over HTTP so that the real
+//! `aws-sdk-ec2` client can be pointed at it. See README.md for what it simulates and where it deviates from AWS.
+
+mod api;
+mod config;
+mod dataset;
+mod error;
+mod filter;
+mod ids;
+mod model;
+mod pagination;
+mod query;
+mod rng;
+mod running;
+mod server;
+mod sim;
+mod state;
+mod timefmt;
+mod xml;
+
+pub use config::{CreateOutcome, SimConfig};
+pub use dataset::DatasetSpec;
+pub use model::{ReportState, ReportView, ResourceTypeSpec, TruthEntry};
+pub use running::RunningSimulator;
+pub use sim::Simulator;

@@ -1,0 +1,155 @@
+//! HTTP/1.1 around the simulator: the EC2 Query endpoint at `/`, and admin endpoints under `/_sim/` for users in
+//! other processes (benchmarks, the demo) that cannot call `Simulator` methods.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::error::Ec2Error;
+use crate::running::RunningSimulator;
+use crate::sim::Simulator;
+use crate::{SimConfig, xml};
+
+/// EC2 Query bodies are small; anything larger is a client bug or abuse, not something to buffer.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// How long shutdown waits for in-flight requests before dropping connections.
+const GRACE: Duration = Duration::from_secs(5);
+
+type Body = Full<Bytes>;
+
+impl Simulator {
+    /// Serve on an already bound listener until `shutdown` resolves (graceful).
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let sim = self.clone();
+                        let service = service_fn(move |req| {
+                            let sim = sim.clone();
+                            async move { Ok::<_, Infallible>(route(&sim, req).await) }
+                        });
+                        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(err) = conn.await {
+                                tracing::debug!(%peer, %err, "connection ended with an error");
+                            }
+                        });
+                    }
+                    // Per-connection failures (reset before accept, fd exhaustion) must not stop the server.
+                    Err(err) => {
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(GRACE, graceful.shutdown()).await.is_err() {
+            tracing::warn!("connections still open after the grace period; dropping them");
+        }
+        Ok(())
+    }
+
+    /// Bind 127.0.0.1:0, spawn `serve` on the current tokio runtime, return a handle.
+    pub async fn start(config: SimConfig) -> io::Result<RunningSimulator> {
+        Self::start_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Like `start`, on a given address.
+    pub async fn start_on(config: SimConfig, addr: SocketAddr) -> io::Result<RunningSimulator> {
+        let listener = TcpListener::bind(addr).await?;
+        RunningSimulator::spawn(Simulator::new(config), listener)
+    }
+}
+
+async fn route(sim: &Simulator, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/") => {
+            let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) => {
+                    let err =
+                        Ec2Error::new(413, "RequestEntityTooLarge", format!("Could not read the request body: {err}"));
+                    return xml_response(
+                        err.status,
+                        xml::error_body(&err, "00000000-0000-0000-0000-000000000000"),
+                        None,
+                    );
+                }
+            };
+            query(sim, &body)
+        }
+        // EC2 also accepts the Query protocol as a GET with the parameters in the URL.
+        (Method::GET, "/") if req.uri().query().is_some() => {
+            let q = req.uri().query().unwrap_or("").as_bytes().to_vec();
+            query(sim, &q)
+        }
+        (Method::GET, "/_sim/ground-truth") => json(StatusCode::OK, &sim.ground_truth()),
+        (Method::GET, "/_sim/requests") => json(StatusCode::OK, &sim.request_counts()),
+        (Method::POST, "/_sim/complete-pending") => {
+            json(StatusCode::OK, &serde_json::json!({ "completed": sim.complete_pending_count() }))
+        }
+        (Method::GET, "/_sim/healthy") => json(StatusCode::OK, &serde_json::json!({ "healthy": true })),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn query(sim: &Simulator, body: &[u8]) -> Response<Body> {
+    let answer = sim.handle_query(body);
+    tracing::debug!(action = %answer.action, status = answer.status, request_id = %answer.request_id, "EC2 request");
+    xml_response(answer.status, answer.body, Some(&answer.request_id))
+}
+
+fn xml_response(status: u16, body: String, request_id: Option<&str>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
+    if let Some(Ok(id)) = request_id.map(HeaderValue::from_str) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    headers.insert("server", HeaderValue::from_static("AmazonEC2"));
+    resp
+}
+
+fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_string(value) {
+        Ok(body) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("serialization failed: {err}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}

@@ -1,0 +1,280 @@
+//! Test harness: the real exporter binary as a child process, pointed at an in-process EC2
+//! simulator through `AWS_ENDPOINT_URL_EC2`, scraped over real HTTP on loopback.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ami-usage-exporter");
+
+/// A running exporter; killed when dropped, so no test leaves one behind.
+pub struct Exporter {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _config: TempFile,
+}
+
+/// A file removed when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(contents: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("ami-usage-test-{}-{n}.yml", std::process::id()));
+        std::fs::write(&path, contents).expect("write temp config");
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The environment of a machine with no AWS account: static fake credentials, no instance
+/// metadata, no profile files, and the endpoint override that every AWS SDK honours.
+pub fn aws_command(endpoint: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL_EC2", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    cmd
+}
+
+impl Exporter {
+    pub fn start(config_yaml: &str, endpoint: &str) -> Self {
+        Self::start_with(config_yaml, endpoint, &[])
+    }
+
+    pub fn start_with(config_yaml: &str, endpoint: &str, extra_args: &[&str]) -> Self {
+        let config = TempFile::new(config_yaml);
+        let mut child = aws_command(endpoint)
+            .arg(format!("--config.file={}", config.0.display()))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg("--log.level=debug")
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn exporter");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("msg=listening")
+                    && let Some(addr) = field(&line, "address").and_then(|a| a.parse::<SocketAddr>().ok())
+                {
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "exporter did not report its address; log:\n{}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+        };
+        Self { child, addr, log, _config: config }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+
+    pub async fn scrape(&self) -> Exposition {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        Exposition::parse(&body)
+    }
+
+    /// Scrapes until `done` holds for the exposition, or fails the test after `limit`.
+    pub async fn scrape_until(&self, limit: Duration, what: &str, done: impl Fn(&Exposition) -> bool) -> Exposition {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self.get("/metrics").await;
+            if status == 200 {
+                let exposition = Exposition::parse(&body);
+                if done(&exposition) {
+                    return exposition;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last scrape:\n{body}\nlog:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.get("/-/ready").await.0 != 200 {
+            assert!(Instant::now() < deadline, "exporter never became ready; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A logfmt field's value (unquoted values only, which is what addresses are).
+pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[start..].split(' ').next()
+}
+
+/// A minimal HTTP/1.1 GET on a fresh connection; returns the status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Ok(Some(answer)) => answer,
+        _ => (0, String::new()),
+    }
+}
+
+/// Series of a text exposition: name and labels to value.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Exposition {
+    pub series: BTreeMap<(String, BTreeMap<String, String>), f64>,
+    pub help: BTreeMap<String, String>,
+    pub types: BTreeMap<String, String>,
+}
+
+impl Exposition {
+    pub fn parse(text: &str) -> Self {
+        let mut out = Self::default();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.help.insert(name.to_owned(), help.to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.types.insert(name.to_owned(), kind.to_owned());
+            } else if !line.starts_with('#') {
+                let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+                let value: f64 = value.parse().expect("numeric sample value");
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, labels)) => (name, parse_labels(labels.trim_end_matches('}'))),
+                    None => (series, BTreeMap::new()),
+                };
+                out.series.insert((name.to_owned(), labels), value);
+            }
+        }
+        out
+    }
+
+    /// The samples of one metric: labels to value.
+    pub fn metric(&self, name: &str) -> Vec<(&BTreeMap<String, String>, f64)> {
+        self.series.iter().filter(|((n, _), _)| n == name).map(|((_, l), v)| (l, *v)).collect()
+    }
+
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.metric(name)
+            .into_iter()
+            .find(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|(_, v)| v)
+    }
+
+    /// Sum of a metric's samples whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metric(name)
+            .into_iter()
+            .filter(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = s;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => {}
+                },
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.insert(name.trim_start_matches(',').to_owned(), value);
+        rest = &after[end..];
+    }
+    labels
+}
+
+/// A configuration watching the given images in us-east-1.
+pub fn config_for(images: &[String], extra: &str) -> String {
+    let list: Vec<String> = images.iter().map(|i| format!("      - {i}\n")).collect();
+    format!("{extra}\ntargets:\n  - region: us-east-1\n    images:\n{}", list.concat())
+}
