@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 pub const DEFAULT_PORT: u16 = 10264;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ami-usage-exporter", version = crate::VERSION_LINE, about = "Prometheus exporter for EC2 AMI usage reports: which accounts use your shared AMIs, and how much")]
+#[command(name = "ami-usage-exporter", version = crate::VERSION_LINE, args_override_self = true, about = "Prometheus exporter for EC2 AMI usage reports: which accounts use your shared AMIs, and how much")]
 pub struct Cli {
     /// Path to the configuration file.
     #[arg(long = "config.file", value_name = "PATH", default_value = "config.yml")]

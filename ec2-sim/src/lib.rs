@@ -2,9 +2,11 @@
 //! `aws-sdk-ec2` client can be pointed at it. See README.md for what it simulates and where it deviates from AWS.
 
 mod api;
+mod body;
 mod config;
 mod dataset;
 mod error;
+mod fault;
 mod filter;
 mod ids;
 mod model;
@@ -20,6 +22,7 @@ mod xml;
 
 pub use config::{CreateOutcome, SimConfig};
 pub use dataset::DatasetSpec;
+pub use fault::{Fault, FaultRule};
 pub use model::{ReportState, ReportView, ResourceTypeSpec, TruthEntry};
 pub use running::RunningSimulator;
 pub use sim::Simulator;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ec2_sim::{CreateOutcome, DatasetSpec, SimConfig, Simulator};
+use ec2_sim::{CreateOutcome, DatasetSpec, FaultRule, SimConfig, Simulator};
 
 /// Serve a simulated EC2 AMI usage report API over HTTP (EC2 Query protocol).
 #[derive(Debug, Parser)]
@@ -44,6 +44,16 @@ struct Args {
     /// Make created reports end in `error` with this stateReason instead of `available`.
     #[arg(long, value_name = "REASON")]
     fail_reports: Option<String>,
+    /// A fault rule as JSON, e.g. '{"operation":"DescribeImageUsageReports","fault":{"kind":"throttle"},"share":0.5}'.
+    /// Repeatable; rules apply in order. See README.md for the kinds.
+    #[arg(long = "fault", value_name = "JSON", value_parser = parse_fault)]
+    faults: Vec<FaultRule>,
+}
+
+fn parse_fault(json: &str) -> Result<FaultRule, String> {
+    let rule: FaultRule = serde_json::from_str(json).map_err(|e| format!("not a fault rule: {e}"))?;
+    rule.validate()?;
+    Ok(rule)
 }
 
 impl Args {
@@ -61,6 +71,7 @@ impl Args {
             pending_for: self.pending_for,
             create_outcome: self.fail_reports.map_or(CreateOutcome::Available, CreateOutcome::Error),
             report_ttl: self.report_ttl,
+            faults: self.faults,
         }
     }
 }

@@ -1,16 +1,16 @@
 //! HTTP/1.1 around the simulator: the EC2 Query endpoint at `/`, and admin endpoints under `/_sim/` for users in
 //! other processes (benchmarks, the demo) that cannot call `Simulator` methods.
 
-use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -18,7 +18,9 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::body::SimBody;
 use crate::error::Ec2Error;
+use crate::fault::{Delivery, FaultRule};
 use crate::running::RunningSimulator;
 use crate::sim::Simulator;
 use crate::{SimConfig, xml};
@@ -28,7 +30,19 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 /// How long shutdown waits for in-flight requests before dropping connections.
 const GRACE: Duration = Duration::from_secs(5);
 
-type Body = Full<Bytes>;
+type Body = SimBody;
+
+/// The service's error: hyper closes the connection without writing a response (the `CloseConnection` fault).
+#[derive(Debug)]
+struct DropConnection;
+
+impl fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DropConnection {}
 
 impl Simulator {
     /// Serve on an already bound listener until `shutdown` resolves (graceful).
@@ -46,7 +60,7 @@ impl Simulator {
                         let sim = self.clone();
                         let service = service_fn(move |req| {
                             let sim = sim.clone();
-                            async move { Ok::<_, Infallible>(route(&sim, req).await) }
+                            async move { route(&sim, req).await }
                         });
                         let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                         let conn = graceful.watch(conn);
@@ -84,28 +98,28 @@ impl Simulator {
     }
 }
 
-async fn route(sim: &Simulator, req: Request<Incoming>) -> Response<Body> {
+async fn route(sim: &Simulator, req: Request<Incoming>) -> Result<Response<Body>, DropConnection> {
     let path = req.uri().path().to_string();
-    match (req.method().clone(), path.as_str()) {
+    let response = match (req.method().clone(), path.as_str()) {
         (Method::POST, "/") => {
-            let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-                Ok(collected) => collected.to_bytes(),
+            let body = match read_body(req).await {
+                Ok(body) => body,
                 Err(err) => {
                     let err =
                         Ec2Error::new(413, "RequestEntityTooLarge", format!("Could not read the request body: {err}"));
-                    return xml_response(
+                    return Ok(xml_response(
                         err.status,
                         xml::error_body(&err, "00000000-0000-0000-0000-000000000000"),
                         None,
-                    );
+                    ));
                 }
             };
-            query(sim, &body)
+            return query(sim, &body).await;
         }
         // EC2 also accepts the Query protocol as a GET with the parameters in the URL.
         (Method::GET, "/") if req.uri().query().is_some() => {
             let q = req.uri().query().unwrap_or("").as_bytes().to_vec();
-            query(sim, &q)
+            return query(sim, &q).await;
         }
         (Method::GET, "/_sim/ground-truth") => json(StatusCode::OK, &sim.ground_truth()),
         (Method::GET, "/_sim/requests") => json(StatusCode::OK, &sim.request_counts()),
@@ -113,18 +127,70 @@ async fn route(sim: &Simulator, req: Request<Incoming>) -> Response<Body> {
             json(StatusCode::OK, &serde_json::json!({ "completed": sim.complete_pending_count() }))
         }
         (Method::GET, "/_sim/healthy") => json(StatusCode::OK, &serde_json::json!({ "healthy": true })),
+        (Method::GET, "/_sim/faults") => json(StatusCode::OK, &sim.faults()),
+        (Method::PUT, "/_sim/faults") => put_faults(sim, req).await,
+        (Method::DELETE, "/_sim/faults") => {
+            sim.clear_faults();
+            json(StatusCode::OK, &sim.faults())
+        }
+        (Method::GET, "/_sim/fault-hits") => json(StatusCode::OK, &sim.fault_hits()),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    Ok(response)
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await?.to_bytes())
+}
+
+/// Replaces the fault rules with a JSON array of them; answers with the rules now in force.
+async fn put_faults(sim: &Simulator, req: Request<Incoming>) -> Response<Body> {
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(err) => return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("could not read the body: {err}\n")),
+    };
+    let rules: Vec<FaultRule> = match serde_json::from_slice(&body) {
+        Ok(rules) => rules,
+        Err(err) => return text(StatusCode::BAD_REQUEST, &format!("expected a JSON array of fault rules: {err}\n")),
+    };
+    if let Some(err) = rules.iter().find_map(|r| r.validate().err()) {
+        return text(StatusCode::BAD_REQUEST, &format!("invalid fault rule: {err}\n"));
+    }
+    sim.set_faults(rules);
+    json(StatusCode::OK, &sim.faults())
+}
+
+async fn query(sim: &Simulator, body: &[u8]) -> Result<Response<Body>, DropConnection> {
+    let answer = sim.answer_query(body).await;
+    let response = answer.response;
+    tracing::debug!(
+        action = %response.action,
+        status = response.status,
+        request_id = %response.request_id,
+        delivery = ?answer.delivery,
+        "EC2 request"
+    );
+    match answer.delivery {
+        Delivery::Normal => Ok(xml_response(response.status, response.body, Some(&response.request_id))),
+        Delivery::NotXml => {
+            let mut resp = text(StatusCode::OK, &response.body);
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            Ok(resp)
+        }
+        Delivery::Close => Err(DropConnection),
+        Delivery::CloseMidResponse => {
+            let full = Bytes::from(response.body);
+            let half = full.slice(..full.len() / 2);
+            let mut resp = xml_response(response.status, String::new(), Some(&response.request_id));
+            *resp.body_mut() = SimBody::aborted_after(half);
+            resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(full.len()));
+            Ok(resp)
+        }
     }
 }
 
-fn query(sim: &Simulator, body: &[u8]) -> Response<Body> {
-    let answer = sim.handle_query(body);
-    tracing::debug!(action = %answer.action, status = answer.status, request_id = %answer.request_id, "EC2 request");
-    xml_response(answer.status, answer.body, Some(&answer.request_id))
-}
-
 fn xml_response(status: u16, body: String, request_id: Option<&str>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(SimBody::full(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
@@ -138,7 +204,7 @@ fn xml_response(status: u16, body: String, request_id: Option<&str>) -> Response
 fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_string(value) {
         Ok(body) => {
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            let mut resp = Response::new(SimBody::full(body));
             *resp.status_mut() = status;
             resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
@@ -148,7 +214,7 @@ fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut resp = Response::new(SimBody::full(body.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp

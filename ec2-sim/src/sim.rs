@@ -1,12 +1,15 @@
 //! The `Simulator` handle: a cheap, cloneable reference to one simulated EC2 Region, for the HTTP server and for
-//! tests that want to look behind it (ground truth, request counts) or change the world (usage, new reports).
+//! tests that want to look behind it (ground truth, request counts) or change the world (usage, new reports,
+//! faults).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::api::{self, ApiResponse};
+#[cfg(test)]
+use crate::api::ApiResponse;
 use crate::config::SimConfig;
+use crate::fault::{self, Answer, FaultRule};
 use crate::model::{ReportView, TruthEntry};
 use crate::query::Params;
 use crate::state::State;
@@ -34,10 +37,29 @@ impl Simulator {
         f(&mut state)
     }
 
-    /// Answers one EC2 Query request (the form-encoded body). The HTTP server is a thin shell around this.
-    pub(crate) fn handle_query(&self, body: &[u8]) -> ApiResponse {
+    /// Answers one EC2 Query request (the form-encoded body), faults included. The HTTP server is a thin shell
+    /// around this. Latency is slept without holding the lock, so other requests go on meanwhile.
+    pub(crate) async fn answer_query(&self, body: &[u8]) -> Answer {
         let params = Params::parse(body);
-        api::dispatch(&mut self.lock(), &params)
+        let plan = fault::plan(&mut self.lock(), &params);
+        if !plan.delay.is_zero() {
+            tokio::time::sleep(plan.delay).await;
+        }
+        fault::execute(&mut self.lock(), &params, plan)
+    }
+
+    /// `answer_query` without the latency, for operation-level tests.
+    #[cfg(test)]
+    pub(crate) fn answer_now(&self, body: &[u8]) -> Answer {
+        let params = Params::parse(body);
+        let mut state = self.lock();
+        let plan = fault::plan(&mut state, &params);
+        fault::execute(&mut state, &params, plan)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn handle_query(&self, body: &[u8]) -> ApiResponse {
+        self.answer_now(body).response
     }
 
     /// In generation order (`golden-base-1`, `golden-base-2`, …).
@@ -60,6 +82,57 @@ impl Simulator {
     /// an Action counts as `(none)`. Admin endpoints are not counted.
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
         self.lock().request_counts()
+    }
+
+    /// Real arrival times of the requests of one Action (as counted by `request_counts`, faulted ones included),
+    /// oldest first, the newest 100,000 at most: for measuring request rates, e.g. backoff after throttling. The
+    /// simulated clock (`advance_clock`) does not affect them.
+    pub fn request_times(&self, operation: &str) -> Vec<Instant> {
+        self.lock().request_times(operation)
+    }
+
+    /// Adds a fault rule after the current ones. It applies from the next request on.
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.lock().faults.add(rule);
+    }
+
+    /// Replaces every fault rule; the new ones count requests afresh.
+    pub fn set_faults(&self, rules: Vec<FaultRule>) {
+        self.lock().faults.set(rules);
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.set(Vec::new());
+    }
+
+    /// The current rules, in order, each with what is left of its limit (a spent rule shows `Some(0)`).
+    pub fn faults(&self) -> Vec<FaultRule> {
+        self.lock().faults.rules()
+    }
+
+    /// Faults injected so far, by kind (`Fault::kind`, e.g. `{"throttle": 3}`); each latency rule that delayed a
+    /// request counts once. Rules that matched a request but did not change its answer are not counted.
+    pub fn fault_hits(&self) -> BTreeMap<String, u64> {
+        self.lock().faults.hits()
+    }
+
+    /// Moves a report to `error` with this reason now (a report that fails after being pending or even
+    /// available); its entries are gone.
+    ///
+    /// # Panics
+    /// If there is no such report (unknown or expired).
+    pub fn fail_report(&self, report_id: &str, reason: &str) {
+        let known = self.with(|s| s.fail_report(report_id, reason));
+        assert!(known, "fail_report: {report_id} is not a report of this simulator");
+    }
+
+    /// Deletes a report now, as EC2 does at expiry.
+    ///
+    /// # Panics
+    /// If there is no such report (unknown or already expired).
+    pub fn expire_report(&self, report_id: &str) {
+        let known = self.with(|s| s.delete_report(report_id).is_ok());
+        assert!(known, "expire_report: {report_id} is not a report of this simulator");
     }
 
     /// All unexpired reports, by image then creation time.

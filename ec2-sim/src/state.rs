@@ -5,18 +5,21 @@
 //! time has come, so behaviour depends only on the clock and the order of calls, and tests need no sleeps (see
 //! `advance_clock`).
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{CreateOutcome, SimConfig};
 use crate::dataset::{self, Timing};
 use crate::error::Ec2Error;
+use crate::fault::FaultSet;
 use crate::ids::IdGen;
 use crate::model::{CreateRequest, Image, Report, ReportState, TruthEntry, Usage, snapshot};
 use crate::timefmt::truncate_to_millis;
 
 /// AWS quota: pending reports per account and Region.
 pub(crate) const MAX_PENDING_PER_ACCOUNT: usize = 2000;
+/// Arrival times kept per operation, enough for rate measurements over a long test without growing forever.
+pub(crate) const MAX_REQUEST_TIMES: usize = 100_000;
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -30,10 +33,15 @@ pub(crate) struct State {
     next_seq: u64,
     clock_offset: Duration,
     request_counts: BTreeMap<String, u64>,
+    /// Real (not simulated) arrival times per Action, the newest `MAX_REQUEST_TIMES` of each.
+    request_times: BTreeMap<String, VecDeque<Instant>>,
+    pub(crate) faults: FaultSet,
 }
 
 impl State {
-    pub(crate) fn new(config: SimConfig) -> Self {
+    pub(crate) fn new(mut config: SimConfig) -> Self {
+        // The rules live (and change) in the fault set; a copy left in the config would only go stale.
+        let faults = FaultSet::new(config.dataset.seed, std::mem::take(&mut config.faults));
         let mut ids = IdGen::new(config.dataset.seed);
         let timing = Timing { now: SystemTime::now(), report_ttl: config.report_ttl, pending_for: config.pending_for };
         let data = dataset::generate(&config.dataset, timing, &mut ids);
@@ -47,6 +55,8 @@ impl State {
             ids,
             clock_offset: Duration::ZERO,
             request_counts: BTreeMap::new(),
+            request_times: BTreeMap::new(),
+            faults,
             config,
         };
         state.sort_reports();
@@ -191,6 +201,16 @@ impl State {
         Some(self.insert(request, None, ReportState::Available))
     }
 
+    /// Moves a report to `error` now, whatever its state; returns false for an unknown (or expired) report.
+    pub(crate) fn fail_report(&mut self, id: &str, reason: &str) -> bool {
+        let Some(report) = self.reports.iter_mut().find(|r| r.id == id) else {
+            return false;
+        };
+        report.entries.clear();
+        report.state = ReportState::Error(reason.to_string());
+        true
+    }
+
     pub(crate) fn delete_report(&mut self, id: &str) -> Result<(), Ec2Error> {
         let before = self.reports.len();
         self.reports.retain(|r| r.id != id);
@@ -257,8 +277,18 @@ impl State {
         true
     }
 
+    /// Counts a request and remembers when it arrived.
     pub(crate) fn count_request(&mut self, action: &str) {
         *self.request_counts.entry(action.to_string()).or_insert(0) += 1;
+        let times = self.request_times.entry(action.to_string()).or_default();
+        if times.len() >= MAX_REQUEST_TIMES {
+            times.pop_front();
+        }
+        times.push_back(Instant::now());
+    }
+
+    pub(crate) fn request_times(&self, action: &str) -> Vec<Instant> {
+        self.request_times.get(action).map(|t| t.iter().copied().collect()).unwrap_or_default()
     }
 
     pub(crate) fn request_counts(&self) -> BTreeMap<String, u64> {

@@ -1,8 +1,9 @@
 //! The EC2 operations, and the one place requests are dispatched to them.
 //!
-//! `dispatch` is the seam for the planned fault-injection layer: everything from form parameters to the final
-//! status and body happens behind it, so a layer in front can delay, throttle, fail or mangle any operation without
-//! touching the operations themselves.
+//! `dispatch` is the seam for the fault-injection layer (`crate::fault`): everything from form parameters to the
+//! final status and body happens behind it, so the layer in front can delay, throttle, fail or mangle any operation
+//! without touching the operations themselves. The layer also counts requests, at arrival, so that a request that
+//! is delayed, refused or mangled is counted exactly once.
 
 mod create_report;
 mod delete_report;
@@ -26,15 +27,21 @@ pub(crate) struct ApiResponse {
     pub(crate) action: String,
 }
 
-/// Counts the request, applies due state transitions, runs the operation and renders the success or error body.
-pub(crate) fn dispatch(state: &mut State, params: &Params) -> ApiResponse {
-    let action = params.get("Action").unwrap_or("").to_string();
-    // Bound the key so a client sending junk actions cannot grow the counter map with huge strings.
-    let counted: String = if action.is_empty() { "(none)".to_string() } else { action.chars().take(64).collect() };
-    state.count_request(&counted);
+/// The Action a request is counted and matched under: `(none)` without one, and at most 64 characters, so a
+/// client sending junk actions cannot grow the counter map with huge strings.
+pub(crate) fn action_name(params: &Params) -> String {
+    match params.get("Action") {
+        None | Some("") => "(none)".to_string(),
+        Some(action) => action.chars().take(64).collect(),
+    }
+}
+
+/// Applies due state transitions, runs the operation and renders the success or error body. `action` is
+/// `action_name(params)`; the caller has counted the request.
+pub(crate) fn dispatch(state: &mut State, params: &Params, action: String) -> ApiResponse {
     state.refresh();
     let request_id = state.next_request_id();
-    let result = match action.as_str() {
+    let result = match params.get("Action").unwrap_or("") {
         "CreateImageUsageReport" => create_report::handle(state, params, &request_id),
         "DescribeImageUsageReports" => describe_reports::handle(state, params, &request_id),
         "DescribeImageUsageReportEntries" => describe_entries::handle(state, params, &request_id),
@@ -46,11 +53,15 @@ pub(crate) fn dispatch(state: &mut State, params: &Params) -> ApiResponse {
         }
     };
     match result {
-        Ok(body) => ApiResponse { status: 200, body, request_id, action: counted },
-        Err(err) => {
-            ApiResponse { status: err.status, body: xml::error_body(&err, &request_id), request_id, action: counted }
-        }
+        Ok(body) => ApiResponse { status: 200, body, request_id, action },
+        Err(err) => ApiResponse { status: err.status, body: xml::error_body(&err, &request_id), request_id, action },
     }
+}
+
+/// Answers with `err` without running the operation (a refusal by the fault layer), in the usual envelope.
+pub(crate) fn reject(state: &mut State, action: String, err: &Ec2Error) -> ApiResponse {
+    let request_id = state.next_request_id();
+    ApiResponse { status: err.status, body: xml::error_body(err, &request_id), request_id, action }
 }
 
 /// Rejects filter names an operation does not know, as EC2 does, instead of silently matching everything.
