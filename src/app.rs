@@ -1,20 +1,26 @@
-//! Start-up, the poll schedule, and shutdown.
+//! Start-up, the poll schedule, configuration reloads, and shutdown.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_config::SdkConfig;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
-use tokio::time::MissedTickBehavior;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, parse_listen_address};
 use crate::config::{Config, ConfigError};
 use crate::ec2::Ec2Reports;
 use crate::metrics::{SelfMetrics, render_snapshot};
-use crate::poller::{Poller, RegionTarget};
-use crate::server::{WebState, serve};
+use crate::poller::{PollStats, Poller, RegionTarget};
+use crate::server::{ServerOptions, WebState, serve};
+use crate::snapshot::Snapshot;
 use crate::{REVISION, VERSION, aws};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,11 @@ pub enum AppError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// A request to re-read the configuration file; the HTTP endpoint waits for the outcome.
+pub struct Reload {
+    pub reply: Option<oneshot::Sender<Result<(), String>>>,
+}
+
 /// Runs the exporter until SIGTERM or SIGINT.
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     let config = Config::load(&cli.config_file)?;
@@ -41,12 +52,25 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     tracing::info!(address = %bound, telemetry_path = %cli.telemetry_path, version = crate::VERSION_LINE, "listening");
 
     let metrics = SelfMetrics::new(VERSION, REVISION)?;
-    let poller = build_poller(&config, metrics.clone()).await;
-    let state = Arc::new(WebState::new(cli.telemetry_path.clone(), metrics.clone()));
+    let shared = aws::shared_config(&config.aws).await;
+    let poller = Poller::new(&config, build_targets(&config, &shared, &metrics), metrics.clone());
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let options = ServerOptions {
+        telemetry_path: cli.telemetry_path.clone(),
+        max_requests: cli.max_requests,
+        max_connections: cli.max_connections,
+        header_timeout: cli.header_timeout,
+    };
+    let state = Arc::new(WebState::new(options, metrics.clone(), Some(reload_tx.clone())));
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let polling =
-        tokio::spawn(poll_forever(poller, config.poll_interval.get(), Arc::clone(&state), metrics, shutdown.clone()));
+    tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
+    let schedule = Schedule {
+        config_path: cli.config_file.clone(),
+        metrics,
+        state: Arc::clone(&state),
+        shutdown: shutdown.clone(),
+    };
+    let polling = tokio::spawn(schedule.run(poller, config, reload_rx));
     serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
     // The poll loop stops at its next await point; an in-flight AWS call is simply dropped.
@@ -57,26 +81,23 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn build_poller(config: &Config, metrics: SelfMetrics) -> Poller {
-    let shared = aws::shared_config(&config.aws).await;
-    let targets = config
+fn build_targets(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics) -> Vec<RegionTarget> {
+    config
         .targets
         .iter()
-        .map(|target| {
-            let client = aws::ec2_client(&shared, &target.region, metrics.api.clone());
-            RegionTarget {
-                region: target.region.as_str().into(),
-                api: Ec2Reports::new(
-                    client,
-                    config.aws.max_concurrent_requests.get() as usize,
-                    config.aws.page_size.get(),
-                ),
-                images: dedup(target.images.iter().map(|i| i.as_str().to_owned())),
-                report_ids: dedup(target.report_ids.iter().map(|r| r.as_str().to_owned())),
-            }
+        .map(|target| RegionTarget {
+            region: target.region.as_str().into(),
+            api: region_api(config, shared, metrics, target.region.as_str()),
+            images: dedup(target.images.iter().map(|i| i.as_str().to_owned())),
+            report_ids: dedup(target.report_ids.iter().map(|r| r.as_str().to_owned())),
         })
-        .collect();
-    Poller::new(config, targets, metrics)
+        .collect()
+}
+
+fn region_api(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics, region: &str) -> Ec2Reports {
+    let client = aws::ec2_client(shared, region, metrics.api.clone());
+    let concurrency = config.aws.max_concurrent_requests.get() as usize;
+    Ec2Reports::new(client, region, metrics.api.clone(), concurrency, config.aws.page_size.get())
 }
 
 fn dedup(ids: impl Iterator<Item = String>) -> Vec<String> {
@@ -86,35 +107,88 @@ fn dedup(ids: impl Iterator<Item = String>) -> Vec<String> {
     ids
 }
 
-/// Polls now and then every `interval`. Polls never overlap: the next starts only after the
-/// previous one ended, and a poll that overruns delays the schedule instead of stacking up.
-async fn poll_forever(
-    mut poller: Poller,
-    interval: Duration,
-    state: Arc<WebState>,
-    metrics: SelfMetrics,
-    shutdown: CancellationToken,
-) {
+fn ticker(interval: Duration) -> Interval {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+    ticker
+}
+
+/// Runs a poll, turning a panic into an error so one bad poll cannot take the exporter down.
+pub async fn guarded<F: std::future::Future>(poll: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(poll).catch_unwind().await.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned())
+    })
+}
+
+/// The poll loop and what it needs besides the poller.
+struct Schedule {
+    config_path: PathBuf,
+    metrics: SelfMetrics,
+    state: Arc<WebState>,
+    shutdown: CancellationToken,
+}
+
+impl Schedule {
+    /// Polls now and then every poll interval. Polls never overlap: the next starts only after
+    /// the previous one ended, and a poll that overruns delays the schedule instead of stacking
+    /// up. A reload replaces the poller (keeping what it learned) and polls at once.
+    async fn run(self, mut poller: Poller, mut config: Config, mut reloads: mpsc::Receiver<Reload>) {
+        let mut schedule = ticker(config.poll_interval.get());
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                Some(reload) = reloads.recv() => {
+                    let outcome = self.reload(&mut poller, &mut config).await;
+                    if outcome.is_ok() {
+                        schedule = ticker(config.poll_interval.get());
+                    }
+                    if let Some(reply) = reload.reply {
+                        let _ = reply.send(outcome);
+                    }
+                    continue;
+                }
+                _ = schedule.tick() => {}
+            }
+            let started = Instant::now();
+            let requests_before = self.metrics.api.total_requests();
+            let outcome = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                outcome = guarded(poller.poll(SystemTime::now())) => outcome,
+            };
+            match outcome {
+                Ok((snapshot, stats)) => {
+                    self.publish(snapshot).await;
+                    self.log_poll(&stats, started, requests_before);
+                    if stats.credentials_failed {
+                        // The credential chain may have changed (a profile written, a token file
+                        // mounted): build it anew so the next poll picks that up, no restart needed.
+                        let shared = aws::shared_config(&config.aws).await;
+                        poller.replace_clients(|region| region_api(&config, &shared, &self.metrics, region));
+                    }
+                }
+                Err(panic) => {
+                    self.metrics.poll_panics.inc();
+                    tracing::error!(panic = %panic, "the poll panicked; the previous data keeps being served");
+                }
+            }
         }
-        let started = Instant::now();
-        let requests_before = metrics.api.total_requests();
-        let (snapshot, stats) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            outcome = poller.poll(SystemTime::now()) => outcome,
-        };
+    }
+
+    async fn publish(&self, snapshot: Snapshot) {
         // Rendering 100k series takes a while; keep it off the threads that serve scrapes.
         match tokio::task::spawn_blocking(move || render_snapshot(&snapshot)).await {
-            Ok(text) => state.publish(Bytes::from(text)),
+            Ok(text) => self.state.publish(Bytes::from(text)),
             Err(error) => tracing::error!(%error, "rendering the metrics failed; the previous ones stay"),
         }
+    }
+
+    fn log_poll(&self, stats: &PollStats, started: Instant, requests_before: u64) {
         tracing::info!(
             duration_ms = started.elapsed().as_millis() as u64,
             images = stats.images,
@@ -122,36 +196,99 @@ async fn poll_forever(
             series = stats.series,
             reports_created = stats.reports_created,
             reports_read = stats.reports_read,
-            api_requests = metrics.api.total_requests() - requests_before,
+            regions_backing_off = stats.regions_backing_off,
+            api_requests = self.metrics.api.total_requests().saturating_sub(requests_before),
             "poll finished"
         );
+        if stats.credentials_failed {
+            tracing::error!(
+                "no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with \
+                 an IAM role (IRSA, EKS Pod Identity, ECS task role, EC2 instance profile); retrying every poll"
+            );
+        }
+    }
+
+    /// Re-reads the configuration file. A bad file changes nothing but the reload metric.
+    async fn reload(&self, poller: &mut Poller, config: &mut Config) -> Result<(), String> {
+        let new = match Config::load(&self.config_path) {
+            Ok(new) => new,
+            Err(error) => {
+                self.metrics.reload_successful.set(0);
+                tracing::error!(%error, "configuration reload failed; the previous configuration stays in use");
+                return Err(error.to_string());
+            }
+        };
+        for warning in new.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let shared = aws::shared_config(&new.aws).await;
+        let fresh = Poller::new(&new, build_targets(&new, &shared, &self.metrics), self.metrics.clone());
+        let previous = std::mem::replace(poller, fresh);
+        poller.inherit(previous);
+        *config = new;
+        self.metrics.reload_successful.set(1);
+        self.metrics
+            .reload_success_time
+            .set(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+        tracing::info!(path = %self.config_path.display(), "configuration reloaded");
+        Ok(())
     }
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGTERM and SIGINT stop the exporter; SIGHUP reloads the configuration.
+async fn watch_signals(shutdown: CancellationToken, reloads: mpsc::Sender<Reload>) {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+        else {
+            tracing::error!("cannot install signal handlers; stop the exporter with SIGKILL");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received, shutting down"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT received, shutting down"); break; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received, reloading the configuration");
+                    let _ = reloads.send(Reload { reply: None }).await;
+                }
             }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = term => tracing::info!("SIGTERM received, shutting down"),
+    {
+        let _ = reloads;
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("interrupt received, shutting down");
+        }
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded;
+
+    #[tokio::test]
+    async fn a_panicking_poll_becomes_an_error() {
+        let outcome = guarded(async {
+            if std::hint::black_box(true) {
+                panic!("boom in a poll");
+            }
+            1
+        })
+        .await;
+        assert_eq!(outcome, Err("boom in a poll".to_owned()));
+        assert_eq!(guarded(async { 7 }).await, Ok(7));
+        let formatted = guarded(async {
+            let n = std::hint::black_box(3);
+            if n == 3 {
+                panic!("formatted {n}");
+            }
+        })
+        .await;
+        assert_eq!(formatted, Err("formatted 3".to_owned()));
+    }
 }

@@ -24,7 +24,6 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::config::{AwsSettings, RetryMode};
-use crate::ids::RegionName;
 use crate::metrics::ApiMetrics;
 
 /// The SDK behaviour the exporter was tested with, pinned so that an SDK upgrade cannot change
@@ -49,12 +48,10 @@ pub async fn shared_config(settings: &AwsSettings) -> SdkConfig {
 }
 
 /// One client per Region: EC2 endpoints and throttling buckets are regional.
-pub fn ec2_client(shared: &SdkConfig, region: &RegionName, metrics: ApiMetrics) -> aws_sdk_ec2::Client {
-    let counter = RequestCounter { region: region.as_str().to_owned(), metrics };
-    let config = aws_sdk_ec2::config::Builder::from(shared)
-        .region(Region::new(region.as_str().to_owned()))
-        .interceptor(counter)
-        .build();
+pub fn ec2_client(shared: &SdkConfig, region: &str, metrics: ApiMetrics) -> aws_sdk_ec2::Client {
+    let counter = RequestCounter { region: region.to_owned(), metrics };
+    let config =
+        aws_sdk_ec2::config::Builder::from(shared).region(Region::new(region.to_owned())).interceptor(counter).build();
     aws_sdk_ec2::Client::from_conf(config)
 }
 
@@ -124,12 +121,46 @@ fn attempt_error_code(error: &OrchestratorError<ErasedError>) -> String {
     }
     let kind = if error.is_timeout_error() {
         "Timeout"
-    } else if error.is_connector_error() {
-        "ConnectionError"
+    } else if let Some(connector) = error.as_connector_error() {
+        if is_credentials_error(connector) { CREDENTIALS_ERROR } else { "ConnectionError" }
     } else if error.is_response_error() {
         "ResponseError"
     } else {
         "ClientError"
     };
     kind.to_owned()
+}
+
+/// The code under which missing or unloadable credentials are counted and logged. The SDK
+/// reports them as a dispatch failure, which would otherwise read as a network problem.
+pub const CREDENTIALS_ERROR: &str = "CredentialsError";
+
+/// Whether the credential chain failed somewhere in this error's sources.
+pub fn is_credentials_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>().is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// An error and its causes on one line, each cause once: the SDK nests the same text several
+/// levels deep, and a log line is read by people.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string().replace('\n', "; ");
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        current = e.source();
+    }
+    out
 }

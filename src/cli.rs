@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -26,6 +27,18 @@ pub struct Cli {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
+
+    /// Maximum number of requests served at once; above it, 503. 0 means no limit.
+    #[arg(long = "web.max-requests", value_name = "N", default_value_t = 40)]
+    pub max_requests: usize,
+
+    /// Maximum number of open HTTP connections; further ones are closed at once. 0 means no limit.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// A client must send its request headers within this time (slow clients are cut off).
+    #[arg(long = "web.read-header-timeout", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
 
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
@@ -60,6 +73,13 @@ pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
 
 fn parse_listen_address_str(s: &str) -> Result<String, String> {
     parse_listen_address(s).map(|_| s.to_owned())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive duration like 10s"))
 }
 
 fn parse_telemetry_path(s: &str) -> Result<String, String> {

@@ -41,6 +41,10 @@ pub struct Config {
     /// How often the exporter reads the reports. Reports themselves change at most daily.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: PositiveDuration,
+    /// How long an image that cannot be refreshed keeps showing its last good figures (marked
+    /// by `ami_usage_image_poll_success 0`) before its usage series are dropped.
+    #[serde(default = "default_staleness_limit")]
+    pub staleness_limit: PositiveDuration,
     #[serde(default)]
     pub aws: AwsSettings,
     #[serde(default)]
@@ -98,6 +102,9 @@ pub struct ReportPolicy {
     pub create: bool,
     /// A report older than this is replaced by a new one (when `create` is on).
     pub max_age: PositiveDuration,
+    /// A report pending longer than this is logged and counted as stuck. AWS documents no
+    /// build time; its own waiter gives up after 10 minutes.
+    pub pending_timeout: PositiveDuration,
     pub resource_types: ResourceTypes,
     /// Only these accounts in created reports (EC2 allows at most 200); empty means all.
     pub account_ids: AccountFilter,
@@ -110,6 +117,7 @@ impl Default for ReportPolicy {
         Self {
             create: true,
             max_age: PositiveDuration(Duration::from_secs(24 * 3600)),
+            pending_timeout: PositiveDuration(Duration::from_secs(3600)),
             resource_types: ResourceTypes::default(),
             account_ids: AccountFilter::default(),
             tags: BTreeMap::new(),
@@ -169,6 +177,10 @@ impl fmt::Display for PositiveDuration {
 
 fn default_poll_interval() -> PositiveDuration {
     PositiveDuration(Duration::from_secs(300))
+}
+
+fn default_staleness_limit() -> PositiveDuration {
+    PositiveDuration(Duration::from_secs(3600))
 }
 
 /// One resource type a report counts, with its option. A launch template's version depth is

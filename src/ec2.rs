@@ -9,19 +9,24 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     Filter, ImageUsageReport, ImageUsageReportEntry, ImageUsageResourceTypeOptionRequest,
     ImageUsageResourceTypeRequest, ResourceType as TagResourceType, Tag, TagSpecification,
 };
 use tokio::sync::Semaphore;
 
+use crate::aws::{CREDENTIALS_ERROR, error_chain, is_credentials_error};
 use crate::config::{EntryQuery, ReportPolicy};
+use crate::metrics::ApiMetrics;
 use crate::report::{CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, ReportParams, ReportState, UsageReport};
 use crate::snapshot::Entry;
 
 /// A paginated call that needs more pages than this is treated as broken, not followed forever.
 const MAX_PAGES: usize = 10_000;
+/// No account runs a billion resources from one AMI (EC2 quotas are in the thousands); a larger
+/// count is a broken answer, and exporting it would wreck every sum built on it.
+pub const MAX_PLAUSIBLE_USAGE: u64 = 1_000_000_000;
 
 /// A failed EC2 call, with what the operator needs to act on it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -39,16 +44,18 @@ impl ApiError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let (code, message) = match &err {
-            SdkError::ServiceError(e) => {
-                (e.err().code().unwrap_or("Unknown").to_owned(), e.err().message().unwrap_or("no message").to_owned())
-            }
-            SdkError::TimeoutError(_) => ("Timeout".to_owned(), DisplayErrorContext(&err).to_string()),
-            SdkError::DispatchFailure(_) => ("ConnectionError".to_owned(), DisplayErrorContext(&err).to_string()),
-            SdkError::ResponseError(_) => ("ResponseError".to_owned(), DisplayErrorContext(&err).to_string()),
-            _ => ("ClientError".to_owned(), DisplayErrorContext(&err).to_string()),
+        if let SdkError::ServiceError(e) = &err {
+            let code = e.err().code().unwrap_or("Unknown").to_owned();
+            return Self { operation, code, message: e.err().message().unwrap_or("no message").to_owned() };
+        }
+        let code = match &err {
+            SdkError::TimeoutError(_) => "Timeout",
+            SdkError::DispatchFailure(_) if is_credentials_error(&err) => CREDENTIALS_ERROR,
+            SdkError::DispatchFailure(_) => "ConnectionError",
+            SdkError::ResponseError(_) => "ResponseError",
+            _ => "ClientError",
         };
-        Self { operation, code, message }
+        Self { operation, code: code.to_owned(), message: error_chain(&err) }
     }
 
     fn pagination(operation: &'static str, message: String) -> Self {
@@ -85,6 +92,9 @@ pub struct Ec2Reports {
     client: aws_sdk_ec2::Client,
     limiter: Arc<Semaphore>,
     page_size: i32,
+    region: String,
+    /// For failures the SDK never sees, such as a looping nextToken.
+    metrics: ApiMetrics,
 }
 
 /// Follows `nextToken` until the last page, refusing a token seen before.
@@ -119,12 +129,25 @@ impl Pages {
 }
 
 impl Ec2Reports {
-    pub fn new(client: aws_sdk_ec2::Client, max_concurrent_requests: usize, page_size: u32) -> Self {
+    pub fn new(
+        client: aws_sdk_ec2::Client,
+        region: &str,
+        metrics: ApiMetrics,
+        max_concurrent_requests: usize,
+        page_size: u32,
+    ) -> Self {
         Self {
             client,
             limiter: Arc::new(Semaphore::new(max_concurrent_requests.max(1))),
             page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
+            region: region.to_owned(),
+            metrics,
         }
+    }
+
+    /// Counts a pagination failure like any other failed call.
+    fn advance(&self, pages: &mut Pages, token: Option<&str>) -> Result<bool, ApiError> {
+        pages.advance(token).inspect_err(|e| self.metrics.error(&self.region, e.operation, &e.code))
     }
 
     async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
@@ -163,7 +186,7 @@ impl Ec2Reports {
                     Err(why) => skipped.add(|| why),
                 }
             }
-            if !pages.advance(page.next_token())? {
+            if !self.advance(&mut pages, page.next_token())? {
                 return Ok((reports, skipped));
             }
         }
@@ -199,7 +222,7 @@ impl Ec2Reports {
                     Err(why) => skipped.add(|| why),
                 }
             }
-            if !pages.advance(page.next_token())? {
+            if !self.advance(&mut pages, page.next_token())? {
                 return Ok((entries, skipped));
             }
         }
@@ -313,7 +336,9 @@ fn convert_entry(e: &ImageUsageReportEntry) -> Result<Entry, String> {
     let resource_type = e.resource_type().ok_or_else(|| missing("resourceType"))?;
     let count = e.usage_count().ok_or_else(|| missing("usageCount"))?;
     let usage_count = u64::try_from(count)
-        .map_err(|_| format!("an entry of report {report_id} has a negative usageCount {count}"))?;
+        .ok()
+        .filter(|n| *n <= MAX_PLAUSIBLE_USAGE)
+        .ok_or_else(|| format!("an entry of report {report_id} has an impossible usageCount {count}"))?;
     Ok(Entry {
         report_id: report_id.to_owned(),
         account_id: account_id.to_owned(),
@@ -372,7 +397,14 @@ mod tests {
             .resource_type("ec2:Instance")
             .usage_count(-1)
             .build();
-        assert!(convert_entry(&negative).is_err_and(|e| e.contains("negative")));
+        assert!(convert_entry(&negative).is_err_and(|e| e.contains("impossible usageCount -1")));
+        let huge = ImageUsageReportEntry::builder()
+            .report_id("amiur-1")
+            .account_id("111122223333")
+            .resource_type("ec2:Instance")
+            .usage_count(i64::MAX)
+            .build();
+        assert!(convert_entry(&huge).is_err_and(|e| e.contains("impossible")));
     }
 
     #[test]

@@ -30,7 +30,11 @@ pub struct SelfMetrics {
     pub api: ApiMetrics,
     pub reports_created: IntCounterVec,
     pub report_errors: IntCounterVec,
+    pub reports_stuck: IntCounterVec,
     pub invalid_entries: IntCounterVec,
+    pub poll_panics: IntCounter,
+    pub reload_successful: prometheus::IntGauge,
+    pub reload_success_time: prometheus::Gauge,
 }
 
 /// Every AWS call and every failed one, by Region and operation, so the cost of the exporter is
@@ -97,6 +101,18 @@ impl SelfMetrics {
             "How long the last poll of all Regions took",
         ))?;
         registry.register(Box::new(poll_duration.clone()))?;
+        let reload_successful = prometheus::IntGauge::with_opts(Opts::new(
+            format!("{PREFIX}_config_last_reload_successful"),
+            "Whether the last configuration reload succeeded (1) or failed and the previous configuration is still in use (0)",
+        ))?;
+        reload_successful.set(1);
+        registry.register(Box::new(reload_successful.clone()))?;
+        let reload_success_time = prometheus::Gauge::with_opts(Opts::new(
+            format!("{PREFIX}_config_last_reload_success_timestamp_seconds"),
+            "When the configuration was last loaded successfully (Unix time)",
+        ))?;
+        reload_success_time.set(unix_seconds(SystemTime::now()));
+        registry.register(Box::new(reload_success_time.clone()))?;
         Ok(Self {
             polls: counter(&registry, "polls_total", "Polls started (each reads the reports of every watched image)")?,
             poll_failures: counter(
@@ -132,6 +148,15 @@ impl SelfMetrics {
                 "AMI usage reports found in the error state, each counted once",
                 &["aws_region"],
             )?,
+            reports_stuck: counter_vec(
+                &registry,
+                "reports_stuck_total",
+                "AMI usage reports still pending after reports.pending_timeout, each counted once",
+                &["aws_region"],
+            )?,
+            poll_panics: counter(&registry, "poll_panics_total", "Polls that panicked; the exporter kept running")?,
+            reload_successful,
+            reload_success_time,
             invalid_entries: counter_vec(
                 &registry,
                 "invalid_entries_total",
@@ -217,12 +242,19 @@ pub fn render_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     );
     let mut last =
         Family::gauge("last_success_timestamp_seconds", "When the image was last refreshed successfully (Unix time)");
+    let mut pending = Family::gauge(
+        "pending_report_creation_timestamp_seconds",
+        "When the image's pending report was requested (Unix time); absent when none is pending",
+    );
     for image in &snapshot.images {
         let (region, image_id) = (&*image.region, &*image.image_id);
         let labels = [("aws_region", region), ("image_id", image_id)];
         success.push(&labels, if image.poll_success { 1.0 } else { 0.0 });
         if let Some(t) = image.last_success {
             last.push(&labels, unix_seconds(t));
+        }
+        if let Some(t) = image.pending_since {
+            pending.push(&labels, unix_seconds(t));
         }
         let Some(report) = &image.report else { continue };
         created.push(&labels, unix_seconds(report.created));
@@ -239,7 +271,7 @@ pub fn render_snapshot(snapshot: &Snapshot) -> Vec<u8> {
             );
         }
     }
-    encode(&[resources.0, created.0, info.0, success.0, last.0])
+    encode(&[resources.0, created.0, info.0, success.0, last.0, pending.0])
 }
 
 /// The names of every family the exporter can serve; used by tests and the docs check.
@@ -250,6 +282,7 @@ pub fn snapshot_family_names() -> Vec<String> {
         "report_info",
         "image_poll_success",
         "last_success_timestamp_seconds",
+        "pending_report_creation_timestamp_seconds",
     ]
     .iter()
     .map(|n| format!("{PREFIX}_{n}"))
@@ -286,6 +319,7 @@ mod tests {
                 image_id: "ami-0123456789abcdef0".into(),
                 poll_success: true,
                 last_success: Some(UNIX_EPOCH + Duration::from_secs(1_759_200_000)),
+                pending_since: None,
                 report: Some(report),
             },
             ImageStatus {
@@ -293,6 +327,7 @@ mod tests {
                 image_id: "ami-12345678".into(),
                 poll_success: false,
                 last_success: None,
+                pending_since: Some(UNIX_EPOCH + Duration::from_secs(1_759_300_000)),
                 report: None,
             },
         ])
@@ -321,6 +356,9 @@ ami_usage_image_poll_success{{aws_region=\"us-east-1\",image_id=\"ami-12345678\"
 # HELP ami_usage_last_success_timestamp_seconds When the image was last refreshed successfully (Unix time)
 # TYPE ami_usage_last_success_timestamp_seconds gauge
 ami_usage_last_success_timestamp_seconds{{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\"}} 1759200000
+# HELP ami_usage_pending_report_creation_timestamp_seconds When the image's pending report was requested (Unix time); absent when none is pending
+# TYPE ami_usage_pending_report_creation_timestamp_seconds gauge
+ami_usage_pending_report_creation_timestamp_seconds{{aws_region=\"us-east-1\",image_id=\"ami-12345678\"}} 1759300000
 "
         );
         assert_eq!(text, expected);

@@ -4,20 +4,32 @@
 //! Cost is the design constraint. Reports are listed 200 images to a call; entries are read by
 //! report ID, 200 reports to a call, and only for reports never read before (an available report
 //! never changes), so a steady-state poll costs one DescribeImageUsageReports call per 200
-//! images and nothing else. Failures are per batch of images: the images of a failed call keep
-//! their last good data, marked by `ami_usage_image_poll_success 0`, while the others refresh.
+//! images and nothing else.
+//!
+//! Failure is contained. The images of a failed call keep their last good data, marked by
+//! `ami_usage_image_poll_success 0`, for `staleness_limit`; the others refresh. A Region that
+//! EC2 throttles is polled less and less often until it answers again; an image whose report
+//! cannot be created waits longer and longer before the next attempt.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
 
 use crate::config::{Config, EntryQuery, MAX_IDS_PER_CALL, ReportPolicy};
 use crate::ec2::{ApiError, Ec2Reports, ReportSelector, Skipped};
 use crate::metrics::SelfMetrics;
-use crate::report::{ReportParams, ReportState, UsageReport, classify, client_token, needs_new_report};
+use crate::report::{
+    Backoff, ImageReports, ReportParams, ReportState, UsageReport, classify, client_token, failed_in_window,
+    needs_new_report,
+};
 use crate::snapshot::{Entry, ImageStatus, ReportUsage, Snapshot};
+
+/// EC2's code for throttling.
+const THROTTLED: &str = "RequestLimitExceeded";
+/// The longest a throttled Region waits between polls (or one poll interval, if longer).
+const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// The images and pinned reports of one Region, with its client.
 pub struct RegionTarget {
@@ -29,7 +41,7 @@ pub struct RegionTarget {
     pub report_ids: Vec<String>,
 }
 
-/// What one poll did, for the log line and the self metrics.
+/// What one poll did, for the log line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PollStats {
     pub images: usize,
@@ -37,22 +49,21 @@ pub struct PollStats {
     pub reports_created: usize,
     pub reports_read: usize,
     pub series: usize,
+    /// Regions skipped because EC2 throttled them recently.
+    pub regions_backing_off: usize,
+    /// Whether some call failed because no credentials could be loaded.
+    pub credentials_failed: bool,
 }
 
-/// The poller and what it remembers between polls.
-pub struct Poller {
-    targets: Vec<RegionTarget>,
+/// The settings a poll needs, taken from the configuration.
+#[derive(Clone)]
+struct Settings {
     policy: ReportPolicy,
     entry_query: EntryQuery,
     wanted: ReportParams,
     concurrency: usize,
-    metrics: SelfMetrics,
-    /// Usage of every report currently serving an image, by report ID.
-    cache: HashMap<String, Arc<ReportUsage>>,
-    /// The last status of each image, served again when a later poll of the image fails.
-    last: HashMap<(Arc<str>, String), ImageStatus>,
-    /// Per Region, beside `targets`.
-    memory: Vec<RegionMemory>,
+    poll_interval: Duration,
+    staleness_limit: Duration,
 }
 
 /// What the poller remembers of one Region between polls.
@@ -60,8 +71,27 @@ pub struct Poller {
 struct RegionMemory {
     /// Error reports already logged, so each is logged and counted once.
     seen_errors: HashSet<String>,
+    /// Pending reports already reported as stuck.
+    seen_stuck: HashSet<String>,
     /// The image of each pinned report, for when listing the report fails.
     pinned_images: HashMap<String, String>,
+    /// Images whose last report creation failed, and when to try again.
+    create_backoff: HashMap<String, Backoff>,
+    /// Set while EC2 throttles the Region.
+    throttled: Option<Backoff>,
+}
+
+/// The poller and what it remembers between polls.
+pub struct Poller {
+    targets: Vec<RegionTarget>,
+    /// Per Region, beside `targets`.
+    memory: Vec<RegionMemory>,
+    settings: Settings,
+    metrics: SelfMetrics,
+    /// Usage of every report currently serving an image, by report ID.
+    cache: HashMap<String, Arc<ReportUsage>>,
+    /// The last status of each image, served again when a later poll of the image fails.
+    last: HashMap<(Arc<str>, String), ImageStatus>,
 }
 
 /// The outcome of listing a Region's reports.
@@ -73,18 +103,56 @@ struct Listing {
     skipped: Skipped,
 }
 
+/// An image whose report is due, and how many of its reports failed in this refresh window.
+struct Due {
+    image: String,
+    attempt: usize,
+}
+
+/// Per image, what this poll decided.
+struct Decision {
+    serving: Option<UsageReport>,
+    pending_since: Option<SystemTime>,
+}
+
 impl Poller {
     pub fn new(config: &Config, targets: Vec<RegionTarget>, metrics: SelfMetrics) -> Self {
         Self {
             memory: targets.iter().map(|_| RegionMemory::default()).collect(),
             targets,
-            policy: config.reports.clone(),
-            entry_query: config.entries.clone(),
-            wanted: ReportParams::from_policy(&config.reports),
-            concurrency: config.aws.max_concurrent_requests.get() as usize,
+            settings: Settings {
+                policy: config.reports.clone(),
+                entry_query: config.entries.clone(),
+                wanted: ReportParams::from_policy(&config.reports),
+                concurrency: config.aws.max_concurrent_requests.get() as usize,
+                poll_interval: config.poll_interval.get(),
+                staleness_limit: config.staleness_limit.get(),
+            },
             metrics,
             cache: HashMap::new(),
             last: HashMap::new(),
+        }
+    }
+
+    /// Takes over what `previous` learned, after a configuration reload: the last good data of
+    /// every image, the per-Region memory of Regions still configured, and the report cache,
+    /// if the new configuration reads reports the same way.
+    pub fn inherit(&mut self, mut previous: Poller) {
+        self.last = std::mem::take(&mut previous.last);
+        if previous.settings.entry_query == self.settings.entry_query {
+            self.cache = std::mem::take(&mut previous.cache);
+        }
+        for (target, memory) in previous.targets.iter().zip(previous.memory) {
+            if let Some(i) = self.targets.iter().position(|t| t.region == target.region) {
+                self.memory[i] = memory;
+            }
+        }
+    }
+
+    /// Gives each Region a new client (after the credentials changed), keeping all state.
+    pub fn replace_clients(&mut self, mut clients: impl FnMut(&str) -> Ec2Reports) {
+        for target in &mut self.targets {
+            target.api = clients(&target.region);
         }
     }
 
@@ -94,22 +162,14 @@ impl Poller {
         self.metrics.polls.inc();
         let mut stats = PollStats::default();
         let mut images = Vec::new();
-        let mut serving = HashSet::new();
         for index in 0..self.targets.len() {
-            let statuses = self.poll_region(index, now, &mut stats).await;
-            for status in statuses {
-                if let Some(report) = &status.report {
-                    serving.insert(report.report_id.clone());
-                }
-                self.last.insert((status.region.clone(), status.image_id.to_string()), status.clone());
-                images.push(status);
-            }
+            images.extend(self.poll_region(index, now, &mut stats).await);
         }
+        let serving: HashSet<&str> =
+            images.iter().filter_map(|s| s.report.as_ref()).map(|r| r.report_id.as_str()).collect();
         // Reports no longer serving any image will not be read again: forget them.
-        self.cache.retain(|id, _| serving.contains(id));
-        let watched: HashSet<(Arc<str>, String)> =
-            images.iter().map(|s| (s.region.clone(), s.image_id.to_string())).collect();
-        self.last.retain(|key, _| watched.contains(key));
+        self.cache.retain(|id, _| serving.contains(id.as_str()));
+        self.last = images.iter().map(|s| ((s.region.clone(), s.image_id.to_string()), s.clone())).collect();
 
         stats.images = images.len();
         stats.failed_images = images.iter().filter(|s| !s.poll_success).count();
@@ -123,139 +183,252 @@ impl Poller {
     }
 
     async fn poll_region(&mut self, index: usize, now: SystemTime, stats: &mut PollStats) -> Vec<ImageStatus> {
-        let target = &self.targets[index];
-        let region = target.region.clone();
-        let listing = list_reports(target, &self.memory[index].pinned_images, self.concurrency).await;
+        let region = self.targets[index].region.clone();
+        if let Some(backoff) = self.memory[index].throttled.filter(|b| !b.allows(now)) {
+            stats.regions_backing_off += 1;
+            tracing::debug!(aws_region = %region, failures = backoff.failures(), "EC2 throttled this Region; skipping it this poll");
+            return self.known_images(index).iter().map(|image| self.stale(&region, image, now)).collect();
+        }
+        let mut errors: Vec<ApiError> = Vec::new();
+
+        let listing =
+            list_reports(&self.targets[index], &self.memory[index].pinned_images, self.settings.concurrency).await;
+        errors.extend(listing.failed.values().cloned());
         self.note_skipped(&region, &listing.skipped, "report");
-        let pinned: HashSet<&str> = target.report_ids.iter().map(String::as_str).collect();
-        for report in listing.by_image.values().flatten().filter(|r| pinned.contains(r.id.as_str())) {
-            self.memory[index].pinned_images.insert(report.id.clone(), report.image_id.clone());
-        }
+        self.remember_pinned(index, &listing);
 
-        // Which report serves each image, and which images need a new one.
-        let watched: HashSet<&str> = target.images.iter().map(String::as_str).collect();
-        let mut chosen: HashMap<String, Option<UsageReport>> = HashMap::new();
-        let mut to_create = Vec::new();
-        let mut new_errors = Vec::new();
-        for (image, reports) in &listing.by_image {
-            let usable =
-                |r: &UsageReport| pinned.contains(r.id.as_str()) || !self.policy.create || r.params == self.wanted;
-            let sorted = classify(reports, usable);
-            let seen = &self.memory[index].seen_errors;
-            new_errors.extend(sorted.errors.iter().filter(|r| !seen.contains(&r.id)).map(|r| (*r).clone()));
-            if self.policy.create
-                && watched.contains(image.as_str())
-                && needs_new_report(&sorted, now, self.policy.max_age.get())
-            {
-                to_create.push(image.clone());
-            }
-            chosen.insert(image.clone(), sorted.newest_available.cloned());
-        }
-        for image in &target.images {
-            if !listing.failed.contains_key(image) && !chosen.contains_key(image) {
-                // No report of any kind yet.
-                chosen.insert(image.clone(), None);
-                if self.policy.create {
-                    to_create.push(image.clone());
-                }
-            }
-        }
-        self.log_error_reports(index, new_errors);
-        if listing.failed.is_empty() {
-            // Reports expire after 30 days; forget the ones EC2 no longer lists.
-            let listed: HashSet<&str> = listing.by_image.values().flatten().map(|r| r.id.as_str()).collect();
-            self.memory[index].seen_errors.retain(|id| listed.contains(id.as_str()));
-        }
-
-        stats.reports_created += self.create_reports(index, &to_create, now).await;
+        let (decisions, to_create) = self.decide(index, &listing, now);
+        let created = self.create_reports(index, &to_create, now).await;
+        stats.reports_created += created.iter().filter(|r| r.is_ok()).count();
+        errors.extend(created.into_iter().filter_map(Result::err));
 
         // Read the entries of chosen reports that were never read.
-        let target = &self.targets[index];
         let unread: Vec<&UsageReport> = {
             let mut seen = HashSet::new();
-            chosen.values().flatten().filter(|r| !self.cache.contains_key(&r.id) && seen.insert(r.id.clone())).collect()
+            decisions
+                .values()
+                .filter_map(|d| d.serving.as_ref())
+                .filter(|r| !self.cache.contains_key(&r.id) && seen.insert(r.id.as_str()))
+                .collect()
         };
         stats.reports_read += unread.len();
+        let target = &self.targets[index];
         let (read, failed_reports, skipped) =
-            read_entries(&target.api, &unread, &self.entry_query, self.concurrency).await;
+            read_entries(target, &unread, &self.settings.entry_query, self.settings.concurrency).await;
+        errors.extend(failed_reports.values().cloned());
         self.note_skipped(&region, &skipped, "entry");
         for (id, usage) in read {
             self.cache.insert(id, Arc::new(usage));
         }
 
-        // Compose the image statuses.
-        let mut statuses = Vec::with_capacity(chosen.len() + listing.failed.len());
-        for (image, report) in chosen {
-            let failure = report.as_ref().and_then(|r| failed_reports.get(&r.id));
-            let usage = report.as_ref().and_then(|r| self.cache.get(&r.id).cloned());
-            statuses.push(match failure {
-                Some(error) => self.stale(&region, &image, error),
-                None => ImageStatus {
+        self.note_throttling(index, &errors, now);
+        stats.credentials_failed |= errors.iter().any(|e| e.code == crate::aws::CREDENTIALS_ERROR);
+
+        let mut statuses = Vec::with_capacity(decisions.len() + listing.failed.len());
+        for (image, decision) in decisions {
+            let failed = decision.serving.as_ref().is_some_and(|r| failed_reports.contains_key(&r.id));
+            let status = if failed {
+                self.stale(&region, &image, now)
+            } else {
+                ImageStatus {
                     region: region.clone(),
                     image_id: image.as_str().into(),
                     poll_success: true,
                     last_success: Some(now),
-                    report: usage,
-                },
-            });
+                    pending_since: decision.pending_since,
+                    report: decision.serving.as_ref().and_then(|r| self.cache.get(&r.id).cloned()),
+                }
+            };
+            statuses.push(status);
         }
-        for (image, error) in &listing.failed {
-            statuses.push(self.stale(&region, image, error));
-        }
+        statuses.extend(listing.failed.keys().map(|image| self.stale(&region, image, now)));
         statuses
     }
 
-    /// The last good status of an image that failed this poll, or an empty one.
-    fn stale(&self, region: &Arc<str>, image: &str, error: &ApiError) -> ImageStatus {
-        tracing::debug!(aws_region = %region, image_id = image, error = %error, "image not refreshed, serving its last good data");
-        match self.last.get(&(region.clone(), image.to_owned())) {
-            Some(last) => ImageStatus { poll_success: false, ..last.clone() },
+    /// Chooses the report of each listed image and the images that need a new one; logs error
+    /// and stuck reports (once each).
+    fn decide(&mut self, index: usize, listing: &Listing, now: SystemTime) -> (HashMap<String, Decision>, Vec<Due>) {
+        let target = &self.targets[index];
+        let memory = &self.memory[index];
+        let s = &self.settings;
+        let pinned: HashSet<&str> = target.report_ids.iter().map(String::as_str).collect();
+        let watched: HashSet<&str> = target.images.iter().map(String::as_str).collect();
+        let usable = |r: &UsageReport| pinned.contains(r.id.as_str()) || !s.policy.create || r.params == s.wanted;
+
+        let mut decisions = HashMap::new();
+        let mut to_create = Vec::new();
+        let (mut new_errors, mut new_stuck) = (Vec::new(), Vec::new());
+        let no_reports = Vec::new();
+        // Every listed image, and every watched image whose listing did not fail (it may have
+        // no report at all yet).
+        let images = listing.by_image.keys().chain(
+            target.images.iter().filter(|i| !listing.failed.contains_key(*i) && !listing.by_image.contains_key(*i)),
+        );
+        for image in images {
+            let reports = listing.by_image.get(image).unwrap_or(&no_reports);
+            let sorted: ImageReports<'_> = classify(reports, usable);
+            new_errors
+                .extend(sorted.errors.iter().filter(|r| !memory.seen_errors.contains(&r.id)).map(|r| (*r).clone()));
+            if let Some(p) = sorted.pending.filter(|p| {
+                now.duration_since(p.created).is_ok_and(|age| age > s.policy.pending_timeout.get())
+                    && !memory.seen_stuck.contains(&p.id)
+            }) {
+                new_stuck.push(p.clone());
+            }
+            let due = s.policy.create
+                && watched.contains(image.as_str())
+                && needs_new_report(&sorted, now, s.policy.max_age.get())
+                && memory.create_backoff.get(image).is_none_or(|b| b.allows(now));
+            if due {
+                to_create.push(Due {
+                    image: image.clone(),
+                    attempt: failed_in_window(&sorted, now, s.policy.max_age.get()),
+                });
+            }
+            let decision = Decision {
+                serving: sorted.newest_available.cloned(),
+                pending_since: sorted.pending.map(|p| p.created),
+            };
+            decisions.insert(image.clone(), decision);
+        }
+        self.log_new_report_problems(index, new_errors, new_stuck, listing);
+        (decisions, to_create)
+    }
+
+    fn log_new_report_problems(
+        &mut self,
+        index: usize,
+        errors: Vec<UsageReport>,
+        stuck: Vec<UsageReport>,
+        listing: &Listing,
+    ) {
+        let region = self.targets[index].region.clone();
+        let memory = &mut self.memory[index];
+        for report in errors {
+            if let ReportState::Error { reason } = &report.state {
+                tracing::warn!(aws_region = %region, image_id = %report.image_id, report_id = %report.id, reason = %reason, "usage report failed in EC2; it is ignored");
+            }
+            self.metrics.report_errors.with_label_values(&[&region]).inc();
+            memory.seen_errors.insert(report.id);
+        }
+        for report in stuck {
+            tracing::warn!(
+                aws_region = %region,
+                image_id = %report.image_id,
+                report_id = %report.id,
+                pending_timeout = %self.settings.policy.pending_timeout,
+                "usage report is still pending after reports.pending_timeout; the previous report keeps serving"
+            );
+            self.metrics.reports_stuck.with_label_values(&[&region]).inc();
+            memory.seen_stuck.insert(report.id);
+        }
+        if listing.failed.is_empty() {
+            // Reports expire after 30 days; forget the ones EC2 no longer lists.
+            let listed: HashSet<&str> = listing.by_image.values().flatten().map(|r| r.id.as_str()).collect();
+            memory.seen_errors.retain(|id| listed.contains(id.as_str()));
+            memory.seen_stuck.retain(|id| listed.contains(id.as_str()));
+        }
+    }
+
+    fn remember_pinned(&mut self, index: usize, listing: &Listing) {
+        let pinned: HashSet<&str> = self.targets[index].report_ids.iter().map(String::as_str).collect();
+        for report in listing.by_image.values().flatten().filter(|r| pinned.contains(r.id.as_str())) {
+            self.memory[index].pinned_images.insert(report.id.clone(), report.image_id.clone());
+        }
+    }
+
+    /// Throttling that outlasted the SDK's retries pushes the Region's next poll back, so that
+    /// the exporter's request rate falls while EC2 is overloaded; a clean poll resets it.
+    fn note_throttling(&mut self, index: usize, errors: &[ApiError], now: SystemTime) {
+        let memory = &mut self.memory[index];
+        if errors.iter().any(|e| e.code == THROTTLED) {
+            let cap = MAX_THROTTLE_BACKOFF.max(self.settings.poll_interval);
+            let backoff = Backoff::after_failure(memory.throttled, now, self.settings.poll_interval, cap);
+            tracing::warn!(
+                aws_region = %self.targets[index].region,
+                failures = backoff.failures(),
+                "EC2 throttled the exporter; polling this Region less often until it answers"
+            );
+            memory.throttled = Some(backoff);
+        } else {
+            memory.throttled = None;
+        }
+    }
+
+    /// Every image the Region is known to serve: the watched ones and those of pinned reports.
+    fn known_images(&self, index: usize) -> Vec<String> {
+        let mut images: Vec<String> = self.targets[index].images.clone();
+        images.extend(self.memory[index].pinned_images.values().cloned());
+        images.sort();
+        images.dedup();
+        images
+    }
+
+    /// The status of an image that was not refreshed: its last good data while younger than the
+    /// staleness limit, then its status series alone.
+    fn stale(&self, region: &Arc<str>, image: &str, now: SystemTime) -> ImageStatus {
+        let last = self.last.get(&(region.clone(), image.to_owned()));
+        let fresh_enough =
+            |t: SystemTime| now.duration_since(t).map_or(true, |age| age <= self.settings.staleness_limit);
+        match last {
+            Some(last) => ImageStatus {
+                poll_success: false,
+                report: last.report.clone().filter(|_| last.last_success.is_some_and(fresh_enough)),
+                ..last.clone()
+            },
             None => ImageStatus {
                 region: region.clone(),
                 image_id: image.into(),
                 poll_success: false,
                 last_success: None,
+                pending_since: None,
                 report: None,
             },
         }
     }
 
-    async fn create_reports(&self, index: usize, images: &[String], now: SystemTime) -> usize {
+    async fn create_reports(&mut self, index: usize, due: &[Due], now: SystemTime) -> Vec<Result<String, ApiError>> {
         let target = &self.targets[index];
-        let max_age = self.policy.max_age.get();
-        let calls: Vec<_> = images
+        let s = &self.settings;
+        let calls: Vec<_> = due
             .iter()
-            .map(|image| async move {
-                let token = client_token(image, &self.wanted, now, max_age);
-                (image.clone(), target.api.create_report(image, &self.policy, &token).await)
+            .map(|Due { image, attempt }| async move {
+                let token = client_token(image, &s.wanted, now, s.policy.max_age.get(), *attempt);
+                (image.clone(), target.api.create_report(image, &s.policy, &token).await)
             })
             .collect();
-        let results: Vec<(String, Result<String, ApiError>)> = bounded(calls, self.concurrency).await;
-        let mut created = 0;
+        let results = bounded(calls, s.concurrency).await;
+        let region = target.region.clone();
+        let mut outcomes = Vec::with_capacity(results.len());
         for (image, result) in results {
-            match result {
+            let backoffs = &mut self.memory[index].create_backoff;
+            match &result {
                 Ok(report_id) => {
-                    created += 1;
-                    self.metrics.reports_created.with_label_values(&[&target.region]).inc();
-                    tracing::info!(aws_region = %target.region, image_id = %image, report_id = %report_id, "requested a new usage report");
+                    backoffs.remove(&image);
+                    self.metrics.reports_created.with_label_values(&[&region]).inc();
+                    tracing::info!(aws_region = %region, image_id = %image, report_id = %report_id, "requested a new usage report");
                 }
                 Err(error) => {
-                    tracing::warn!(aws_region = %target.region, image_id = %image, error = %error, "cannot create a usage report; the previous report keeps serving");
+                    let backoff = Backoff::after_failure(
+                        backoffs.get(&image).copied(),
+                        now,
+                        s.poll_interval,
+                        s.policy.max_age.get(),
+                    );
+                    backoffs.insert(image.clone(), backoff);
+                    let retry_in = backoff.until().duration_since(now).unwrap_or_default();
+                    tracing::warn!(
+                        aws_region = %region,
+                        image_id = %image,
+                        error = %error,
+                        retry_in = %humantime::format_duration(retry_in),
+                        "cannot create a usage report; the previous report keeps serving"
+                    );
                 }
             }
+            outcomes.push(result);
         }
-        created
-    }
-
-    fn log_error_reports(&mut self, index: usize, reports: Vec<UsageReport>) {
-        let region = &*self.targets[index].region;
-        for report in reports {
-            if let ReportState::Error { reason } = &report.state {
-                tracing::warn!(aws_region = region, image_id = %report.image_id, report_id = %report.id, reason = %reason, "usage report failed in EC2; it is ignored");
-            }
-            self.metrics.report_errors.with_label_values(&[region]).inc();
-            self.memory[index].seen_errors.insert(report.id);
-        }
+        outcomes
     }
 
     fn note_skipped(&self, region: &str, skipped: &Skipped, what: &str) {
@@ -291,9 +464,8 @@ async fn list_reports(target: &RegionTarget, pinned_images: &HashMap<String, Str
             (ids, by_image, target.api.describe_reports(selector).await)
         })
         .collect();
-    let results = bounded(calls, concurrency).await;
     let mut listing = Listing::default();
-    for (ids, by_image, result) in results {
+    for (ids, by_image, result) in bounded(calls, concurrency).await {
         match result {
             Ok((reports, skipped)) => {
                 listing.skipped.count += skipped.count;
@@ -326,7 +498,7 @@ async fn list_reports(target: &RegionTarget, pinned_images: &HashMap<String, Str
 /// Reads the entries of the given reports, 200 reports to a call; returns their usage, the
 /// reports whose call failed, and what was skipped.
 async fn read_entries(
-    api: &Ec2Reports,
+    target: &RegionTarget,
     reports: &[&UsageReport],
     query: &EntryQuery,
     concurrency: usize,
@@ -335,12 +507,11 @@ async fn read_entries(
         .chunks(MAX_IDS_PER_CALL)
         .map(|batch| async move {
             let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
-            (batch, api.describe_entries(&ids, query).await)
+            (batch, target.api.describe_entries(&ids, query).await)
         })
         .collect();
-    let results = bounded(calls, concurrency).await;
     let (mut read, mut failed, mut skipped) = (Vec::new(), HashMap::new(), Skipped::default());
-    for (batch, result) in results {
+    for (batch, result) in bounded(calls, concurrency).await {
         match result {
             Ok((entries, batch_skipped)) => {
                 skipped.count += batch_skipped.count;
@@ -360,7 +531,7 @@ async fn read_entries(
                 }
             }
             Err(error) => {
-                tracing::warn!(reports = batch.len(), error = %error, "cannot read usage report entries");
+                tracing::warn!(aws_region = %target.region, reports = batch.len(), error = %error, "cannot read usage report entries");
                 for report in batch {
                     failed.insert(report.id.clone(), error.clone());
                 }

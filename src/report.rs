@@ -129,14 +129,33 @@ pub fn needs_new_report(reports: &ImageReports<'_>, now: SystemTime, max_age: Du
     }
 }
 
+fn window_of(t: SystemTime, max_age: Duration) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |t| t.as_secs()) / max_age.as_secs().max(1)
+}
+
+/// How many of the image's reports ended in `error` within the current refresh window. It is
+/// part of the client token: after a failed report, the next request must be a new one (EC2
+/// would answer a repeated token with the failed report), and every replica counts the same.
+pub fn failed_in_window(reports: &ImageReports<'_>, now: SystemTime, max_age: Duration) -> usize {
+    let window = window_of(now, max_age);
+    reports.errors.iter().filter(|r| window_of(r.created, max_age) == window).count()
+}
+
 /// The idempotency token of a CreateImageUsageReport call.
 ///
-/// It is the same for the same image, the same report parameters and the same refresh window
-/// (wall-clock time divided into `max_age` slices), so that two replicas of the exporter that
-/// both decide to refresh an image send the same token and EC2 creates one report, not two. A
-/// new window gives a new token, so the next refresh is not mistaken for a retry.
-pub fn client_token(image_id: &str, params: &ReportParams, now: SystemTime, max_age: Duration) -> String {
-    let window = now.duration_since(UNIX_EPOCH).map_or(0, |t| t.as_secs()) / max_age.as_secs().max(1);
+/// It is the same for the same image, the same report parameters, the same refresh window
+/// (wall-clock time divided into `max_age` slices) and the same attempt (failed reports in the
+/// window), so that two replicas of the exporter that both decide to refresh an image send the
+/// same token and EC2 creates one report, not two. A new window gives a new token, so the next
+/// refresh is not mistaken for a retry.
+pub fn client_token(
+    image_id: &str,
+    params: &ReportParams,
+    now: SystemTime,
+    max_age: Duration,
+    attempt: usize,
+) -> String {
+    let window = window_of(now, max_age);
     let mut hash = Sha256::new();
     hash.update(b"ami-usage-exporter/v1\n");
     hash.update(image_id.as_bytes());
@@ -146,10 +165,39 @@ pub fn client_token(image_id: &str, params: &ReportParams, now: SystemTime, max_
     for account in &params.account_ids {
         hash.update(format!("\naccount={account}").as_bytes());
     }
-    hash.update(format!("\nwindow={window}").as_bytes());
+    hash.update(format!("\nwindow={window}\nattempt={attempt}").as_bytes());
     let digest = hash.finalize();
     // 32 hex digits: unique enough, well under EC2's 128-character limit.
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Retry spacing for something that keeps failing: each failure doubles the wait, up to a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    failures: u32,
+    until: SystemTime,
+}
+
+impl Backoff {
+    pub fn after_failure(previous: Option<Backoff>, now: SystemTime, base: Duration, cap: Duration) -> Self {
+        let failures = previous.map_or(1, |b| b.failures.saturating_add(1));
+        let factor = 1u32.checked_shl(failures.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+        let delay = base.saturating_mul(factor).min(cap.max(base));
+        Self { failures, until: now + delay }
+    }
+
+    /// Whether the wait is over.
+    pub fn allows(&self, now: SystemTime) -> bool {
+        now >= self.until
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn until(&self) -> SystemTime {
+        self.until
+    }
 }
 
 #[cfg(test)]
@@ -246,15 +294,42 @@ mod tests {
     }
 
     #[test]
+    fn only_failures_of_the_current_window_count_as_attempts() {
+        let day = 86_400;
+        let reports = [
+            report("amiur-1", error("x"), day * 3 + 10),
+            report("amiur-2", error("y"), day * 3 + 20),
+            report("amiur-3", error("z"), day * 2 + 10),
+        ];
+        let sorted = classify(&reports, |_| true);
+        assert_eq!(failed_in_window(&sorted, at(day * 3 + 500), Duration::from_secs(day)), 2);
+        assert_eq!(failed_in_window(&sorted, at(day * 4), Duration::from_secs(day)), 0);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let base = Duration::from_secs(10);
+        let cap = Duration::from_secs(35);
+        let first = Backoff::after_failure(None, at(100), base, cap);
+        assert!(!first.allows(at(109)) && first.allows(at(110)));
+        let second = Backoff::after_failure(Some(first), at(110), base, cap);
+        assert!(!second.allows(at(129)) && second.allows(at(130)));
+        let third = Backoff::after_failure(Some(second), at(130), base, cap);
+        assert!(third.allows(at(165)), "capped at 35 s, not 40 s");
+        assert_eq!(third.failures(), 3);
+    }
+
+    #[test]
     fn client_token_is_shared_within_a_window_and_changes_across() {
         let params = policy_params();
         let day = Duration::from_secs(86_400);
-        let t = |secs| client_token("ami-12345678", &params, at(secs), day);
+        let t = |secs| client_token("ami-12345678", &params, at(secs), day, 0);
         assert_eq!(t(86_400 * 10 + 5), t(86_400 * 10 + 80_000), "same window, same token");
         assert_ne!(t(86_400 * 10 + 5), t(86_400 * 11 + 5), "next window, new token");
-        assert_ne!(t(5), client_token("ami-12345679", &params, at(5), day), "per image");
+        assert_ne!(t(5), client_token("ami-12345679", &params, at(5), day, 0), "per image");
+        assert_ne!(t(5), client_token("ami-12345678", &params, at(5), day, 1), "per attempt");
         let narrower = ReportParams::from_report([("ec2:Instance", None)], []);
-        assert_ne!(t(5), client_token("ami-12345678", &narrower, at(5), day), "per parameters");
+        assert_ne!(t(5), client_token("ami-12345678", &narrower, at(5), day, 0), "per parameters");
         assert_eq!(t(5).len(), 32);
         assert!(t(5).bytes().all(|b| b.is_ascii_hexdigit()));
     }

@@ -1,8 +1,11 @@
-//! The HTTP side: `/metrics`, a landing page, health and readiness, nothing else.
+//! The HTTP side: `/metrics`, a landing page, health, readiness and reload, nothing else.
 //!
 //! Scrapes never wait for AWS: the usage exposition is bytes rendered when the last poll ended,
 //! handed out by reference count; only the exporter's own few dozen series are rendered per
 //! scrape. A slow or hung EC2 API therefore cannot slow a scrape down.
+//!
+//! The server is exposed to whatever can reach the port, so every resource a client can tie up
+//! is bounded: connections, requests in flight, time to send headers, header and body size.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -15,33 +18,61 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::Reload;
 use crate::metrics::{CONTENT_TYPE_TEXT, SelfMetrics};
 
-/// A client that has not sent its request headers by then is cut off (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may take to finish after shutdown was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request heads larger than this are refused (431); none of our routes needs more.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Request bodies are read (to keep the connection reusable) up to this size, never kept.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A reload waits at most this long for the poll loop (which may be mid-poll) to take it.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// How the server protects itself; from the command line.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub telemetry_path: String,
+    /// 0: unlimited.
+    pub max_requests: usize,
+    /// 0: unlimited.
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
 
 /// What the HTTP server serves; written by the poller, read by every request.
 pub struct WebState {
-    telemetry_path: String,
+    options: ServerOptions,
     usage: ArcSwap<Bytes>,
     ready: AtomicBool,
     metrics: SelfMetrics,
+    requests: Option<Arc<Semaphore>>,
+    reload: Option<mpsc::Sender<Reload>>,
 }
 
 impl WebState {
-    pub fn new(telemetry_path: String, metrics: SelfMetrics) -> Self {
-        Self { telemetry_path, usage: ArcSwap::from_pointee(Bytes::new()), ready: AtomicBool::new(false), metrics }
+    pub fn new(options: ServerOptions, metrics: SelfMetrics, reload: Option<mpsc::Sender<Reload>>) -> Self {
+        let requests = (options.max_requests > 0).then(|| Arc::new(Semaphore::new(options.max_requests)));
+        Self {
+            options,
+            usage: ArcSwap::from_pointee(Bytes::new()),
+            ready: AtomicBool::new(false),
+            metrics,
+            requests,
+            reload,
+        }
     }
 
     /// Swaps in the exposition of a finished poll and marks the exporter ready.
@@ -101,6 +132,16 @@ fn respond(status: StatusCode, content_type: &'static str, body: Chunks) -> Resp
     response
 }
 
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Chunks> {
+    respond(status, TEXT, Chunks::text(body))
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Chunks> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
+    r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 fn landing_page(telemetry_path: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>AMI Usage Exporter</title></head>\n<body>\n\
@@ -111,44 +152,69 @@ fn landing_page(telemetry_path: &str) -> String {
     )
 }
 
-/// Routes one request. Only GET and HEAD exist here.
-pub fn route(state: &WebState, method: &Method, path: &str) -> Response<Chunks> {
-    if method != Method::GET && method != Method::HEAD {
-        let mut r =
-            respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", Chunks::text("Method not allowed\n"));
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
-    }
+/// Routes one request.
+pub async fn route(state: &WebState, method: &Method, path: &str) -> Response<Chunks> {
+    let read_only = method == Method::GET || method == Method::HEAD;
     match path {
-        p if p == state.telemetry_path => {
+        "/-/reload" if method == Method::POST || method == Method::PUT => reload(state).await,
+        "/-/reload" => method_not_allowed("POST, PUT"),
+        _ if !read_only => method_not_allowed("GET, HEAD"),
+        p if p == state.options.telemetry_path => {
             let usage = Bytes::clone(&state.usage.load());
             let own = Bytes::from(state.metrics.render());
             respond(StatusCode::OK, CONTENT_TYPE_TEXT, Chunks::new([usage, own]))
         }
-        "/" => respond(StatusCode::OK, "text/html; charset=utf-8", Chunks::text(landing_page(&state.telemetry_path))),
-        "/-/healthy" => respond(StatusCode::OK, "text/plain; charset=utf-8", Chunks::text("Healthy\n")),
-        "/-/ready" if state.is_ready() => respond(StatusCode::OK, "text/plain; charset=utf-8", Chunks::text("Ready\n")),
-        "/-/ready" => respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain; charset=utf-8",
-            Chunks::text("Not ready: the first poll has not finished\n"),
+        "/" => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Chunks::text(landing_page(&state.options.telemetry_path)),
         ),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", Chunks::text("Not found\n")),
+        "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
+        "/-/ready" if state.is_ready() => text(StatusCode::OK, "Ready\n"),
+        "/-/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the first poll has not finished\n"),
+        _ => text(StatusCode::NOT_FOUND, "Not found\n"),
+    }
+}
+
+async fn reload(state: &WebState) -> Response<Chunks> {
+    let Some(reloads) = &state.reload else {
+        return text(StatusCode::NOT_FOUND, "Reloading is not enabled\n");
+    };
+    let (reply, outcome) = oneshot::channel();
+    if reloads.send(Reload { reply: Some(reply) }).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "The exporter is shutting down\n");
+    }
+    match tokio::time::timeout(RELOAD_TIMEOUT, outcome).await {
+        Ok(Ok(Ok(()))) => text(StatusCode::OK, "Configuration reloaded\n"),
+        Ok(Ok(Err(error))) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to reload the configuration: {error}\n"))
+        }
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "The reload did not finish in time\n"),
     }
 }
 
 async fn handle(state: Arc<WebState>, request: Request<Incoming>) -> Result<Response<Chunks>, Infallible> {
     let (parts, body) = request.into_parts();
-    // Our routes take no body; read and drop whatever came, so keep-alive stays usable.
-    drop(body.collect().await);
-    Ok(route(&state, &parts.method, parts.uri.path()))
+    let _permit = match &state.requests {
+        Some(limit) => match Arc::clone(limit).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "Too many concurrent requests\n")),
+        },
+        None => None,
+    };
+    // Our routes take no body; read and drop a small one so keep-alive stays usable. A large one
+    // is cut off, and hyper closes the connection instead of reading it.
+    drop(Limited::new(body, MAX_BODY_BYTES).collect().await);
+    Ok(route(&state, &parts.method, parts.uri.path()).await)
 }
 
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish (bounded).
 pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    http.timer(TokioTimer::new()).header_read_timeout(state.options.header_timeout).max_buf_size(MAX_HEAD_BYTES);
+    let connections =
+        (state.options.max_connections > 0).then(|| Arc::new(Semaphore::new(state.options.max_connections)));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -163,6 +229,16 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: Cancel
                 continue;
             }
         };
+        let permit = match &connections {
+            Some(limit) => match Arc::clone(limit).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    tracing::debug!(%peer, "connection limit reached; closing the new connection");
+                    continue;
+                }
+            },
+            None => None,
+        };
         let state = Arc::clone(&state);
         let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -170,6 +246,7 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: Cancel
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);
@@ -182,8 +259,17 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: Cancel
 mod tests {
     use super::*;
 
+    fn options() -> ServerOptions {
+        ServerOptions {
+            telemetry_path: "/metrics".into(),
+            max_requests: 40,
+            max_connections: 10,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+
     fn state() -> WebState {
-        WebState::new("/metrics".into(), SelfMetrics::new("0", "r").expect("metrics"))
+        WebState::new(options(), SelfMetrics::new("0", "r").expect("metrics"), None)
     }
 
     async fn body_of(response: Response<Chunks>) -> String {
@@ -194,17 +280,17 @@ mod tests {
     #[tokio::test]
     async fn readiness_follows_the_first_poll() {
         let s = state();
-        assert_eq!(route(&s, &Method::GET, "/-/ready").status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(route(&s, &Method::GET, "/-/healthy").status(), StatusCode::OK);
+        assert_eq!(route(&s, &Method::GET, "/-/ready").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(route(&s, &Method::GET, "/-/healthy").await.status(), StatusCode::OK);
         s.publish(Bytes::from_static(b"ami_usage_resources 1\n"));
-        assert_eq!(route(&s, &Method::GET, "/-/ready").status(), StatusCode::OK);
+        assert_eq!(route(&s, &Method::GET, "/-/ready").await.status(), StatusCode::OK);
     }
 
     #[tokio::test]
     async fn metrics_serves_usage_then_own_metrics_with_exact_length() {
         let s = state();
         s.publish(Bytes::from_static(b"# TYPE ami_usage_resources gauge\nami_usage_resources 7\n"));
-        let response = route(&s, &Method::GET, "/metrics");
+        let response = route(&s, &Method::GET, "/metrics").await;
         assert_eq!(response.headers()[CONTENT_TYPE], CONTENT_TYPE_TEXT);
         let hint = response.body().size_hint().exact();
         let text = body_of(response).await;
@@ -216,12 +302,36 @@ mod tests {
     #[tokio::test]
     async fn other_paths_and_methods() {
         let s = state();
-        assert_eq!(route(&s, &Method::GET, "/nope").status(), StatusCode::NOT_FOUND);
-        assert_eq!(route(&s, &Method::GET, "/metrics/").status(), StatusCode::NOT_FOUND);
-        let post = route(&s, &Method::POST, "/metrics");
+        assert_eq!(route(&s, &Method::GET, "/nope").await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(route(&s, &Method::GET, "/metrics/").await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(route(&s, &Method::GET, "//metrics").await.status(), StatusCode::NOT_FOUND);
+        let post = route(&s, &Method::POST, "/metrics").await;
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(post.headers()[ALLOW], "GET, HEAD");
-        let landing = body_of(route(&s, &Method::GET, "/")).await;
+        let get_reload = route(&s, &Method::GET, "/-/reload").await;
+        assert_eq!(get_reload.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(get_reload.headers()[ALLOW], "POST, PUT");
+        let landing = body_of(route(&s, &Method::GET, "/").await).await;
         assert!(landing.contains("href=\"/metrics\""), "{landing}");
+    }
+
+    #[tokio::test]
+    async fn reload_reports_the_outcome() {
+        let (tx, mut rx) = mpsc::channel::<Reload>(1);
+        let s = WebState::new(options(), SelfMetrics::new("0", "r").expect("metrics"), Some(tx));
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(reload) = rx.recv().await {
+                n += 1;
+                let outcome = if n == 1 { Ok(()) } else { Err("targets: bad".to_owned()) };
+                if let Some(reply) = reload.reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+        });
+        assert_eq!(route(&s, &Method::POST, "/-/reload").await.status(), StatusCode::OK);
+        let failed = route(&s, &Method::PUT, "/-/reload").await;
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body_of(failed).await.contains("targets: bad"));
     }
 }

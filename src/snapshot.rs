@@ -61,6 +61,8 @@ pub struct ImageStatus {
     /// Whether this poll refreshed the image. When it did not, `report` is the last good one.
     pub poll_success: bool,
     pub last_success: Option<SystemTime>,
+    /// When the image's pending report was requested, while one is pending.
+    pub pending_since: Option<SystemTime>,
     /// `None` while the image has no usable available report (none yet, or still pending).
     pub report: Option<Arc<ReportUsage>>,
 }
@@ -136,6 +138,7 @@ mod tests {
             image_id: image.into(),
             poll_success: true,
             last_success: None,
+            pending_since: None,
             report,
         };
         let s = Snapshot::new(vec![
