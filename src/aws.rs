@@ -17,7 +17,8 @@ use aws_sdk_ec2::operation::describe_images::DescribeImagesError;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeTransmitInterceptorContextRef, Error as ErasedError, FinalizerInterceptorContextRef,
+    AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef, Error as ErasedError,
+    FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::{Metadata, OrchestratorError};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -50,8 +51,11 @@ pub async fn shared_config(settings: &AwsSettings) -> SdkConfig {
 /// One client per Region: EC2 endpoints and throttling buckets are regional.
 pub fn ec2_client(shared: &SdkConfig, region: &str, metrics: ApiMetrics) -> aws_sdk_ec2::Client {
     let counter = RequestCounter { region: region.to_owned(), metrics };
-    let config =
-        aws_sdk_ec2::config::Builder::from(shared).region(Region::new(region.to_owned())).interceptor(counter).build();
+    let config = aws_sdk_ec2::config::Builder::from(shared)
+        .region(Region::new(region.to_owned()))
+        .interceptor(counter)
+        .interceptor(RequireCompleteAnswer)
+        .build();
     aws_sdk_ec2::Client::from_conf(config)
 }
 
@@ -112,24 +116,33 @@ where
 /// answer with one. The SDK erases the operation's error type here, so each of ours is tried.
 fn attempt_error_code(error: &OrchestratorError<ErasedError>) -> String {
     if let Some(op) = error.as_operation_error() {
+        // An answer that is not an EC2 error document (HTML from a proxy, cut-off XML) has no
+        // code: the answer itself was broken.
         return code_of::<DescribeImageUsageReportsError>(op)
             .or_else(|| code_of::<DescribeImageUsageReportEntriesError>(op))
             .or_else(|| code_of::<CreateImageUsageReportError>(op))
             .or_else(|| code_of::<DeleteImageUsageReportError>(op))
             .or_else(|| code_of::<DescribeImagesError>(op))
-            .unwrap_or_else(|| "Unknown".to_owned());
+            .unwrap_or_else(|| RESPONSE_ERROR.to_owned());
     }
-    let kind = if error.is_timeout_error() {
+    let kind = if is_credentials_error(error) {
+        CREDENTIALS_ERROR
+    } else if caused_by::<IncompleteAnswer>(error) {
+        RESPONSE_ERROR
+    } else if error.is_timeout_error() {
         "Timeout"
-    } else if let Some(connector) = error.as_connector_error() {
-        if is_credentials_error(connector) { CREDENTIALS_ERROR } else { "ConnectionError" }
+    } else if error.is_connector_error() {
+        "ConnectionError"
     } else if error.is_response_error() {
-        "ResponseError"
+        RESPONSE_ERROR
     } else {
         "ClientError"
     };
     kind.to_owned()
 }
+
+/// The code of an answer that could not be understood.
+pub const RESPONSE_ERROR: &str = "ResponseError";
 
 /// The code under which missing or unloadable credentials are counted and logged. The SDK
 /// reports them as a dispatch failure, which would otherwise read as a network problem.
@@ -137,14 +150,72 @@ pub const CREDENTIALS_ERROR: &str = "CredentialsError";
 
 /// Whether the credential chain failed somewhere in this error's sources.
 pub fn is_credentials_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<aws_credential_types::provider::error::CredentialsError>(error)
+}
+
+/// Whether an error of type `T` is among this error's sources.
+pub fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
-        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>().is_some() {
+        if e.downcast_ref::<T>().is_some() {
             return true;
         }
         current = e.source();
     }
     false
+}
+
+/// A successful answer whose XML stops before its root element closes.
+#[derive(Debug, thiserror::Error)]
+#[error("the answer was cut off: its XML document does not end with the closing tag of its root element")]
+pub struct IncompleteAnswer;
+
+/// Refuses answers that were cut off. The SDK's XML parser stops quietly at the end of the
+/// input, so a truncated DescribeImageUsageReports answer would read as "fewer reports": an
+/// image would look report-less and get a new report every poll. A complete EC2 answer always
+/// ends with the closing tag of the element it opened with.
+#[derive(Debug)]
+struct RequireCompleteAnswer;
+
+impl Intercept for RequireCompleteAnswer {
+    fn name(&self) -> &'static str {
+        "ami-usage-exporter complete-answer check"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = context.response();
+        match response.body().bytes() {
+            Some(body) if response.status().is_success() && !is_complete_xml(body) => Err(Box::new(IncompleteAnswer)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `body` ends with the closing tag of its first (root) element.
+fn is_complete_xml(body: &[u8]) -> bool {
+    let mut rest = body;
+    // Skip the XML declaration, comments and whitespace before the root element.
+    let root = loop {
+        let Some(start) = rest.iter().position(|b| *b == b'<') else { return false };
+        rest = &rest[start + 1..];
+        match rest.first() {
+            Some(b'?') | Some(b'!') => continue,
+            Some(_) => {
+                let end =
+                    rest.iter().position(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/').unwrap_or(rest.len());
+                break &rest[..end];
+            }
+            None => return false,
+        }
+    };
+    let trimmed = body.trim_ascii_end();
+    let Some(tail) = trimmed.strip_suffix(b">") else { return false };
+    tail.ends_with(root) && tail[..tail.len() - root.len()].ends_with(b"</")
 }
 
 /// An error and its causes on one line, each cause once: the SDK nests the same text several
@@ -163,4 +234,27 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         current = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_complete_xml;
+
+    #[test]
+    fn complete_and_cut_off_answers() {
+        let full = br#"<?xml version="1.0" encoding="UTF-8"?>
+<DescribeImageUsageReportsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+    <requestId>x</requestId>
+    <imageUsageReportSet/>
+</DescribeImageUsageReportsResponse>
+"#;
+        assert!(is_complete_xml(full));
+        for cut in [full.len() / 2, full.len() - 10, 40] {
+            assert!(!is_complete_xml(&full[..cut]), "cut at {cut}");
+        }
+        assert!(is_complete_xml(b"<A><b/></A>"));
+        assert!(!is_complete_xml(b"<A><b/></B>"));
+        assert!(!is_complete_xml(b"<html><body>Service Unavailable</body>"));
+        assert!(!is_complete_xml(b""));
+    }
 }

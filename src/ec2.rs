@@ -16,7 +16,7 @@ use aws_sdk_ec2::types::{
 };
 use tokio::sync::Semaphore;
 
-use crate::aws::{CREDENTIALS_ERROR, error_chain, is_credentials_error};
+use crate::aws::{CREDENTIALS_ERROR, IncompleteAnswer, RESPONSE_ERROR, caused_by, error_chain, is_credentials_error};
 use crate::config::{EntryQuery, ReportPolicy};
 use crate::metrics::ApiMetrics;
 use crate::report::{CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, ReportParams, ReportState, UsageReport};
@@ -45,14 +45,15 @@ impl ApiError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         if let SdkError::ServiceError(e) = &err {
-            let code = e.err().code().unwrap_or("Unknown").to_owned();
+            let code = e.err().code().unwrap_or(RESPONSE_ERROR).to_owned();
             return Self { operation, code, message: e.err().message().unwrap_or("no message").to_owned() };
         }
         let code = match &err {
+            _ if caused_by::<IncompleteAnswer>(&err) => RESPONSE_ERROR,
             SdkError::TimeoutError(_) => "Timeout",
             SdkError::DispatchFailure(_) if is_credentials_error(&err) => CREDENTIALS_ERROR,
             SdkError::DispatchFailure(_) => "ConnectionError",
-            SdkError::ResponseError(_) => "ResponseError",
+            SdkError::ResponseError(_) => RESPONSE_ERROR,
             _ => "ClientError",
         };
         Self { operation, code: code.to_owned(), message: error_chain(&err) }

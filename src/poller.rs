@@ -194,7 +194,7 @@ impl Poller {
         let listing =
             list_reports(&self.targets[index], &self.memory[index].pinned_images, self.settings.concurrency).await;
         errors.extend(listing.failed.values().cloned());
-        self.note_skipped(&region, &listing.skipped, "report");
+        self.note_skipped(&region, &listing.skipped, "reports");
         self.remember_pinned(index, &listing);
 
         let (decisions, to_create) = self.decide(index, &listing, now);
@@ -216,7 +216,7 @@ impl Poller {
         let (read, failed_reports, skipped) =
             read_entries(target, &unread, &self.settings.entry_query, self.settings.concurrency).await;
         errors.extend(failed_reports.values().cloned());
-        self.note_skipped(&region, &skipped, "entry");
+        self.note_skipped(&region, &skipped, "entries");
         for (id, usage) in read {
             self.cache.insert(id, Arc::new(usage));
         }
@@ -435,14 +435,14 @@ impl Poller {
         if skipped.count == 0 {
             return;
         }
-        if what == "entry" {
+        if what == "entries" {
             self.metrics.invalid_entries.with_label_values(&[region]).inc_by(skipped.count);
         }
         tracing::warn!(
             aws_region = region,
             skipped = skipped.count,
             example = skipped.example.as_deref().unwrap_or(""),
-            "skipped {what}s with missing or impossible fields"
+            "skipped {what} with missing or impossible fields"
         );
     }
 }

@@ -4,54 +4,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Exporter, Exposition, TempFile, aws_command, config_for};
-use ec2_sim::{DatasetSpec, RunningSimulator, SimConfig, Simulator};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn simulator(images: usize, accounts: usize, pending_for: Duration) -> RunningSimulator {
-    let config = SimConfig {
-        dataset: DatasetSpec { seed: 7, images, accounts, ..DatasetSpec::default() },
-        pending_for,
-        ..SimConfig::default()
-    };
-    Simulator::start(config).await.expect("simulator starts")
-}
-
-type Usage = BTreeMap<(String, String, String), f64>;
-
-/// The simulator's truth: (image, account, resource type) to count, and image to report.
-fn truth(sim: &Simulator) -> (Usage, BTreeMap<String, (String, f64)>) {
-    let mut usage = Usage::new();
-    let mut reports = BTreeMap::new();
-    for e in sim.ground_truth() {
-        usage.insert((e.image_id.clone(), e.account_id.clone(), e.resource_type.clone()), e.usage_count as f64);
-        let created = e.report_creation_time.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        reports.insert(e.image_id.clone(), (e.report_id.clone(), created));
-    }
-    (usage, reports)
-}
-
-fn scraped_usage(exposition: &Exposition) -> Usage {
-    exposition
-        .metric("ami_usage_resources")
-        .into_iter()
-        .map(|(l, v)| {
-            assert_eq!(l.get("aws_region").map(String::as_str), Some("us-east-1"));
-            ((l["image_id"].clone(), l["account_id"].clone(), l["resource_type"].clone()), v)
-        })
-        .collect()
-}
-
-fn serving_reports(exposition: &Exposition) -> BTreeMap<String, String> {
-    exposition
-        .metric("ami_usage_report_info")
-        .into_iter()
-        .map(|(l, _)| (l["image_id"].clone(), l["report_id"].clone()))
-        .collect()
-}
+use common::{Exporter, TempFile, WAIT, aws_command, config_for, scraped_usage, serving_reports, simulator, truth};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_equal_the_newest_available_reports() {

@@ -10,8 +10,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ec2_sim::{DatasetSpec, RunningSimulator, SimConfig, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// How long a test waits for something the exporter should do within a few polls.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ami-usage-exporter");
 
@@ -20,7 +24,8 @@ pub struct Exporter {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
-    _config: TempFile,
+    config_path: PathBuf,
+    _config: Option<TempFile>,
 }
 
 /// A file removed when dropped.
@@ -65,11 +70,19 @@ impl Exporter {
 
     pub fn start_with(config_yaml: &str, endpoint: &str, extra_args: &[&str]) -> Self {
         let config = TempFile::new(config_yaml);
-        let mut child = aws_command(endpoint)
+        let mut cmd = aws_command(endpoint);
+        cmd.args(extra_args);
+        let mut exporter = Self::spawn(cmd, &config);
+        exporter._config = Some(config);
+        exporter
+    }
+
+    /// Starts `cmd` (the exporter binary with its environment) on an ephemeral loopback port.
+    pub fn spawn(mut cmd: Command, config: &TempFile) -> Self {
+        let mut child = cmd
             .arg(format!("--config.file={}", config.0.display()))
             .arg("--web.listen-address=127.0.0.1:0")
             .arg("--log.level=debug")
-            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -100,11 +113,15 @@ impl Exporter {
                 );
             }
         };
-        Self { child, addr, log, _config: config }
+        Self { child, addr, log, config_path: config.0.clone(), _config: None }
     }
 
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
     }
 
     pub fn pid(&self) -> u32 {
@@ -176,9 +193,30 @@ pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 
 /// A minimal HTTP/1.1 GET on a fresh connection; returns the status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path).await
+}
+
+pub async fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "POST", path).await
+}
+
+/// Sends raw bytes and returns whatever comes back before the server closes (bounded).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> Vec<u8> {
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(bytes).await.ok()?;
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw).await;
+        Some(raw)
+    };
+    tokio::time::timeout(limit, attempt).await.ok().flatten().unwrap_or_default()
+}
+
+async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.ok()?;
@@ -277,4 +315,47 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
 pub fn config_for(images: &[String], extra: &str) -> String {
     let list: Vec<String> = images.iter().map(|i| format!("      - {i}\n")).collect();
     format!("{extra}\ntargets:\n  - region: us-east-1\n    images:\n{}", list.concat())
+}
+
+pub async fn simulator(images: usize, accounts: usize, pending_for: Duration) -> RunningSimulator {
+    let config = SimConfig {
+        dataset: DatasetSpec { seed: 7, images, accounts, ..DatasetSpec::default() },
+        pending_for,
+        ..SimConfig::default()
+    };
+    Simulator::start(config).await.expect("simulator starts")
+}
+
+pub type Usage = BTreeMap<(String, String, String), f64>;
+
+/// The simulator's truth: (image, account, resource type) to count, and image to report.
+pub fn truth(sim: &Simulator) -> (Usage, BTreeMap<String, (String, f64)>) {
+    let mut usage = Usage::new();
+    let mut reports = BTreeMap::new();
+    for e in sim.ground_truth() {
+        usage.insert((e.image_id.clone(), e.account_id.clone(), e.resource_type.clone()), e.usage_count as f64);
+        let created =
+            e.report_creation_time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        reports.insert(e.image_id.clone(), (e.report_id.clone(), created));
+    }
+    (usage, reports)
+}
+
+pub fn scraped_usage(exposition: &Exposition) -> Usage {
+    exposition
+        .metric("ami_usage_resources")
+        .into_iter()
+        .map(|(l, v)| {
+            assert_eq!(l.get("aws_region").map(String::as_str), Some("us-east-1"));
+            ((l["image_id"].clone(), l["account_id"].clone(), l["resource_type"].clone()), v)
+        })
+        .collect()
+}
+
+pub fn serving_reports(exposition: &Exposition) -> BTreeMap<String, String> {
+    exposition
+        .metric("ami_usage_report_info")
+        .into_iter()
+        .map(|(l, _)| (l["image_id"].clone(), l["report_id"].clone()))
+        .collect()
 }
