@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
-use bytes::Bytes;
 use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, parse_listen_address};
 use crate::config::{Config, ConfigError};
 use crate::ec2::Ec2Reports;
+use crate::exposition::Prepared;
 use crate::metrics::{SelfMetrics, render_snapshot};
 use crate::poller::{PollStats, Poller, RegionTarget};
 use crate::server::{ServerOptions, WebState, serve};
@@ -46,12 +46,16 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let address = parse_listen_address(&cli.listen_address).map_err(AppError::ListenAddress)?;
-    let listener = TcpListener::bind(address).await.map_err(|source| AppError::Bind { address, source })?;
-    let bound = listener.local_addr().map_err(|source| AppError::Bind { address, source })?;
-    tracing::info!(address = %bound, telemetry_path = %cli.telemetry_path, version = crate::VERSION_LINE, "listening");
+    let mut listeners = Vec::new();
+    for text in &cli.listen_addresses {
+        let address = parse_listen_address(text).map_err(AppError::ListenAddress)?;
+        let listener = TcpListener::bind(address).await.map_err(|source| AppError::Bind { address, source })?;
+        let bound = listener.local_addr().map_err(|source| AppError::Bind { address, source })?;
+        tracing::info!(address = %bound, telemetry_path = %cli.telemetry_path, version = crate::VERSION_LINE, "listening");
+        listeners.push(listener);
+    }
 
-    let metrics = SelfMetrics::new(VERSION, REVISION)?;
+    let metrics = SelfMetrics::new(VERSION, REVISION, !cli.disable_exporter_metrics)?;
     let shared = aws::shared_config(&config.aws).await;
     let poller = Poller::new(&config, build_targets(&config, &shared, &metrics), metrics.clone());
     let (reload_tx, reload_rx) = mpsc::channel(4);
@@ -71,7 +75,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         shutdown: shutdown.clone(),
     };
     let polling = tokio::spawn(schedule.run(poller, config, reload_rx));
-    serve(listener, state, shutdown.clone()).await;
+    serve(listeners, state, shutdown.clone()).await;
     shutdown.cancel();
     // The poll loop stops at its next await point; an in-flight AWS call is simply dropped.
     if let Err(error) = polling.await {
@@ -182,8 +186,8 @@ impl Schedule {
 
     async fn publish(&self, snapshot: Snapshot) {
         // Rendering 100k series takes a while; keep it off the threads that serve scrapes.
-        match tokio::task::spawn_blocking(move || render_snapshot(&snapshot)).await {
-            Ok(text) => self.state.publish(Bytes::from(text)),
+        match tokio::task::spawn_blocking(move || Prepared::new(render_snapshot(&snapshot))).await {
+            Ok(prepared) => self.state.publish(prepared),
             Err(error) => tracing::error!(%error, "rendering the metrics failed; the previous ones stay"),
         }
     }

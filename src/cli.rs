@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 
 /// Outside the fully allocated 9100-9999 exporter range, and used by nothing common.
 pub const DEFAULT_PORT: u16 = 10264;
+const DEFAULT_LISTEN_ADDRESS: &str = ":10264";
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ami-usage-exporter", version = crate::VERSION_LINE, args_override_self = true, about = "Prometheus exporter for EC2 AMI usage reports: which accounts use your shared AMIs, and how much")]
@@ -20,9 +21,14 @@ pub struct Cli {
     #[arg(long = "check-config")]
     pub check_config: bool,
 
-    /// Address to listen on for the web interface and telemetry, e.g. `:10264` or `127.0.0.1:10264`.
-    #[arg(long = "web.listen-address", value_name = "ADDR", default_value_t = format!(":{DEFAULT_PORT}"), value_parser = parse_listen_address_str)]
-    pub listen_address: String,
+    /// Address to listen on for the web interface and telemetry, e.g. `:10264` or
+    /// `127.0.0.1:10264`; repeat the flag to listen on several.
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN_ADDRESS, value_parser = parse_listen_address_str, action = clap::ArgAction::Append)]
+    pub listen_addresses: Vec<String>,
+
+    /// Leave out the metrics about the exporter process itself (process_*).
+    #[arg(long = "web.disable-exporter-metrics")]
+    pub disable_exporter_metrics: bool,
 
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
@@ -95,10 +101,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn default_address_uses_the_default_port() {
+        assert_eq!(DEFAULT_LISTEN_ADDRESS, format!(":{DEFAULT_PORT}"));
+    }
+
+    #[test]
     fn defaults() {
         let cli = Cli::try_parse_from(["x"]).expect("defaults parse");
-        assert_eq!(cli.listen_address, ":10264");
-        assert_eq!(parse_listen_address(&cli.listen_address), Ok("0.0.0.0:10264".parse().expect("addr")));
+        assert_eq!(cli.listen_addresses, [":10264"]);
+        assert_eq!(parse_listen_address(&cli.listen_addresses[0]), Ok("0.0.0.0:10264".parse().expect("addr")));
+        let two = Cli::try_parse_from(["x", "--web.listen-address=127.0.0.1:1", "--web.listen-address=[::1]:2"])
+            .expect("parses");
+        assert_eq!(two.listen_addresses, ["127.0.0.1:1", "[::1]:2"], "repeatable, and replaces the default");
         assert_eq!(cli.telemetry_path, "/metrics");
         assert_eq!(cli.log_format, LogFormat::Logfmt);
     }

@@ -10,6 +10,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod ec2;
+pub mod exposition;
 pub mod ids;
 pub mod logging;
 pub mod metrics;

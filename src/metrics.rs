@@ -15,7 +15,6 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder
 
 use crate::snapshot::Snapshot;
 
-pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const PREFIX: &str = "ami_usage";
 
 const CACHED: &str = "Read from EC2 AMI usage reports, which EC2 builds asynchronously and the exporter refreshes on a schedule (reports lag by up to a day)";
@@ -82,7 +81,7 @@ fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, pr
 impl SelfMetrics {
     /// Registration can only fail on a programming error (a duplicate or invalid name), which the
     /// unit tests catch; the error is still returned rather than unwrapped.
-    pub fn new(version: &str, revision: &str) -> Result<Self, prometheus::Error> {
+    pub fn new(version: &str, revision: &str, process_metrics: bool) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let build_info = prometheus::IntGaugeVec::new(
             Opts::new(
@@ -94,7 +93,9 @@ impl SelfMetrics {
         build_info.with_label_values(&[version, revision]).set(1);
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        if process_metrics {
+            registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        }
 
         let poll_duration = prometheus::Gauge::with_opts(Opts::new(
             format!("{PREFIX}_poll_duration_seconds"),
@@ -379,7 +380,7 @@ ami_usage_pending_report_creation_timestamp_seconds{{aws_region=\"us-east-1\",im
 
     #[test]
     fn self_metrics_have_distinct_names_from_snapshot_metrics() {
-        let m = SelfMetrics::new("1.2.3", "abc").expect("registers");
+        let m = SelfMetrics::new("1.2.3", "abc", true).expect("registers");
         m.api.request("us-east-1", "DescribeImageUsageReports");
         m.api.error("us-east-1", "DescribeImageUsageReports", "RequestLimitExceeded");
         m.reports_created.with_label_values(&["us-east-1"]).inc();
@@ -396,5 +397,7 @@ ami_usage_pending_report_creation_timestamp_seconds{{aws_region=\"us-east-1\",im
         assert!(text.contains("ami_usage_polls_total 0"));
         #[cfg(target_os = "linux")]
         assert!(text.contains("process_resident_memory_bytes"), "process metrics");
+        let without = SelfMetrics::new("1.2.3", "abc", false).expect("registers");
+        assert!(!String::from_utf8_lossy(&without.render()).contains("process_"));
     }
 }

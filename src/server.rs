@@ -20,16 +20,17 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Reload;
-use crate::metrics::{CONTENT_TYPE_TEXT, SelfMetrics};
+use crate::exposition::{Format, Prepared, negotiate, text_to_openmetrics, wants_gzip};
+use crate::metrics::SelfMetrics;
 
 /// How long in-flight requests may take to finish after shutdown was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +56,7 @@ pub struct ServerOptions {
 /// What the HTTP server serves; written by the poller, read by every request.
 pub struct WebState {
     options: ServerOptions,
-    usage: ArcSwap<Bytes>,
+    usage: ArcSwap<Prepared>,
     ready: AtomicBool,
     metrics: SelfMetrics,
     requests: Option<Arc<Semaphore>>,
@@ -67,7 +68,7 @@ impl WebState {
         let requests = (options.max_requests > 0).then(|| Arc::new(Semaphore::new(options.max_requests)));
         Self {
             options,
-            usage: ArcSwap::from_pointee(Bytes::new()),
+            usage: ArcSwap::from_pointee(Prepared::empty()),
             ready: AtomicBool::new(false),
             metrics,
             requests,
@@ -76,7 +77,7 @@ impl WebState {
     }
 
     /// Swaps in the exposition of a finished poll and marks the exporter ready.
-    pub fn publish(&self, usage: Bytes) {
+    pub fn publish(&self, usage: Prepared) {
         self.usage.store(Arc::new(usage));
         self.ready.store(true, Ordering::Release);
     }
@@ -152,18 +153,34 @@ fn landing_page(telemetry_path: &str) -> String {
     )
 }
 
+/// The metrics in the format and encoding the scraper asked for.
+fn metrics(state: &WebState, headers: &HeaderMap) -> Response<Chunks> {
+    let header = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let format = negotiate(header(ACCEPT));
+    let gzip = wants_gzip(header(ACCEPT_ENCODING));
+    let own = state.metrics.render();
+    let own = match format {
+        Format::Text => own,
+        Format::OpenMetrics => text_to_openmetrics(&own),
+    };
+    let body = state.usage.load().body(&own, format, gzip);
+    let mut response = respond(StatusCode::OK, format.content_type(), Chunks::new(body));
+    let response_headers = response.headers_mut();
+    response_headers.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    if gzip {
+        response_headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
 /// Routes one request.
-pub async fn route(state: &WebState, method: &Method, path: &str) -> Response<Chunks> {
+pub async fn route(state: &WebState, method: &Method, path: &str, headers: &HeaderMap) -> Response<Chunks> {
     let read_only = method == Method::GET || method == Method::HEAD;
     match path {
         "/-/reload" if method == Method::POST || method == Method::PUT => reload(state).await,
         "/-/reload" => method_not_allowed("POST, PUT"),
         _ if !read_only => method_not_allowed("GET, HEAD"),
-        p if p == state.options.telemetry_path => {
-            let usage = Bytes::clone(&state.usage.load());
-            let own = Bytes::from(state.metrics.render());
-            respond(StatusCode::OK, CONTENT_TYPE_TEXT, Chunks::new([usage, own]))
-        }
+        p if p == state.options.telemetry_path => metrics(state, headers),
         "/" => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -205,29 +222,43 @@ async fn handle(state: Arc<WebState>, request: Request<Incoming>) -> Result<Resp
     // Our routes take no body; read and drop a small one so keep-alive stays usable. A large one
     // is cut off, and hyper closes the connection instead of reading it.
     drop(Limited::new(body, MAX_BODY_BYTES).collect().await);
-    Ok(route(&state, &parts.method, parts.uri.path()).await)
+    Ok(route(&state, &parts.method, parts.uri.path(), &parts.headers).await)
 }
 
-/// Serves until `shutdown` is cancelled, then lets in-flight requests finish (bounded).
-pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: CancellationToken) {
+/// Accepts connections on one listener and hands them to the server loop.
+async fn accept_loop(listener: TcpListener, connections: mpsc::Sender<(TcpStream, SocketAddr)>) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => {
+                if connections.send(accepted).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves the listeners until `shutdown` is cancelled, then lets in-flight requests finish
+/// (bounded).
+pub async fn serve(listeners: Vec<TcpListener>, state: Arc<WebState>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(state.options.header_timeout).max_buf_size(MAX_HEAD_BYTES);
     let connections =
         (state.options.max_connections > 0).then(|| Arc::new(Semaphore::new(state.options.max_connections)));
+    let (tx, mut accepted) = mpsc::channel(64);
+    let acceptors: Vec<_> = listeners.into_iter().map(|l| tokio::spawn(accept_loop(l, tx.clone()))).collect();
+    drop(tx);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (stream, peer) = tokio::select! {
+            Some(pair) = accepted.recv() => pair,
             () = shutdown.cancelled() => break,
-        };
-        let (stream, peer): (_, SocketAddr) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                // Out of file descriptors and the like: pause instead of spinning.
-                tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+            else => break,
         };
         let permit = match &connections {
             Some(limit) => match Arc::clone(limit).try_acquire_owned() {
@@ -249,7 +280,9 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: Cancel
             drop(permit);
         });
     }
-    drop(listener);
+    for acceptor in acceptors {
+        acceptor.abort();
+    }
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; closing them");
     }
@@ -269,7 +302,7 @@ mod tests {
     }
 
     fn state() -> WebState {
-        WebState::new(options(), SelfMetrics::new("0", "r").expect("metrics"), None)
+        WebState::new(options(), SelfMetrics::new("0", "r", true).expect("metrics"), None)
     }
 
     async fn body_of(response: Response<Chunks>) -> String {
@@ -280,18 +313,21 @@ mod tests {
     #[tokio::test]
     async fn readiness_follows_the_first_poll() {
         let s = state();
-        assert_eq!(route(&s, &Method::GET, "/-/ready").await.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(route(&s, &Method::GET, "/-/healthy").await.status(), StatusCode::OK);
-        s.publish(Bytes::from_static(b"ami_usage_resources 1\n"));
-        assert_eq!(route(&s, &Method::GET, "/-/ready").await.status(), StatusCode::OK);
+        assert_eq!(
+            route(&s, &Method::GET, "/-/ready", &HeaderMap::new()).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(route(&s, &Method::GET, "/-/healthy", &HeaderMap::new()).await.status(), StatusCode::OK);
+        s.publish(Prepared::new(b"ami_usage_resources 1\n".to_vec()));
+        assert_eq!(route(&s, &Method::GET, "/-/ready", &HeaderMap::new()).await.status(), StatusCode::OK);
     }
 
     #[tokio::test]
     async fn metrics_serves_usage_then_own_metrics_with_exact_length() {
         let s = state();
-        s.publish(Bytes::from_static(b"# TYPE ami_usage_resources gauge\nami_usage_resources 7\n"));
-        let response = route(&s, &Method::GET, "/metrics").await;
-        assert_eq!(response.headers()[CONTENT_TYPE], CONTENT_TYPE_TEXT);
+        s.publish(Prepared::new(b"# TYPE ami_usage_resources gauge\nami_usage_resources 7\n".to_vec()));
+        let response = route(&s, &Method::GET, "/metrics", &HeaderMap::new()).await;
+        assert_eq!(response.headers()[CONTENT_TYPE], crate::exposition::CONTENT_TYPE_TEXT);
         let hint = response.body().size_hint().exact();
         let text = body_of(response).await;
         assert_eq!(hint, Some(text.len() as u64));
@@ -302,23 +338,23 @@ mod tests {
     #[tokio::test]
     async fn other_paths_and_methods() {
         let s = state();
-        assert_eq!(route(&s, &Method::GET, "/nope").await.status(), StatusCode::NOT_FOUND);
-        assert_eq!(route(&s, &Method::GET, "/metrics/").await.status(), StatusCode::NOT_FOUND);
-        assert_eq!(route(&s, &Method::GET, "//metrics").await.status(), StatusCode::NOT_FOUND);
-        let post = route(&s, &Method::POST, "/metrics").await;
+        assert_eq!(route(&s, &Method::GET, "/nope", &HeaderMap::new()).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(route(&s, &Method::GET, "/metrics/", &HeaderMap::new()).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(route(&s, &Method::GET, "//metrics", &HeaderMap::new()).await.status(), StatusCode::NOT_FOUND);
+        let post = route(&s, &Method::POST, "/metrics", &HeaderMap::new()).await;
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(post.headers()[ALLOW], "GET, HEAD");
-        let get_reload = route(&s, &Method::GET, "/-/reload").await;
+        let get_reload = route(&s, &Method::GET, "/-/reload", &HeaderMap::new()).await;
         assert_eq!(get_reload.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(get_reload.headers()[ALLOW], "POST, PUT");
-        let landing = body_of(route(&s, &Method::GET, "/").await).await;
+        let landing = body_of(route(&s, &Method::GET, "/", &HeaderMap::new()).await).await;
         assert!(landing.contains("href=\"/metrics\""), "{landing}");
     }
 
     #[tokio::test]
     async fn reload_reports_the_outcome() {
         let (tx, mut rx) = mpsc::channel::<Reload>(1);
-        let s = WebState::new(options(), SelfMetrics::new("0", "r").expect("metrics"), Some(tx));
+        let s = WebState::new(options(), SelfMetrics::new("0", "r", true).expect("metrics"), Some(tx));
         tokio::spawn(async move {
             let mut n = 0;
             while let Some(reload) = rx.recv().await {
@@ -329,8 +365,8 @@ mod tests {
                 }
             }
         });
-        assert_eq!(route(&s, &Method::POST, "/-/reload").await.status(), StatusCode::OK);
-        let failed = route(&s, &Method::PUT, "/-/reload").await;
+        assert_eq!(route(&s, &Method::POST, "/-/reload", &HeaderMap::new()).await.status(), StatusCode::OK);
+        let failed = route(&s, &Method::PUT, "/-/reload", &HeaderMap::new()).await;
         assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(body_of(failed).await.contains("targets: bad"));
     }

@@ -153,3 +153,27 @@ async fn requests_above_the_limit_get_503() {
     assert!(body.contains("Too many concurrent requests"));
     reload.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_gets_gzipped_openmetrics_and_others_text() {
+    use std::io::Read as _;
+    let (_sim, exporter) = ready_exporter(&[]).await;
+    let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    );
+    let raw = raw_exchange(exporter.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(head.contains("content-type: application/openmetrics-text; version=1.0.0"), "{head}");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let mut body = String::new();
+    flate2::read::GzDecoder::new(&raw[split..]).read_to_string(&mut body).expect("one gzip member");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.contains("# TYPE ami_usage_polls counter\nami_usage_polls_total 1\n"), "{body}");
+    assert!(body.contains("ami_usage_resources{"), "{body}");
+
+    let (status, plain) = exporter.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(!plain.contains("# EOF") && plain.contains("# TYPE ami_usage_polls_total counter"), "{plain}");
+}

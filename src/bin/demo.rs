@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if cli.listen_address == format!(":{DEFAULT_PORT}") {
+    if cli.listen_addresses == [format!(":{DEFAULT_PORT}")] {
         // A demo has no business listening beyond this machine.
-        cli.listen_address = format!("127.0.0.1:{DEFAULT_PORT}");
+        cli.listen_addresses = vec![format!("127.0.0.1:{DEFAULT_PORT}")];
     }
     let listener = match StdListener::bind("127.0.0.1:0").and_then(|l| l.set_nonblocking(true).map(|()| l)) {
         Ok(listener) => listener,
@@ -88,7 +88,7 @@ async fn demo(mut cli: Cli, listener: StdListener, endpoint: String) -> ExitCode
         return ExitCode::FAILURE;
     }
     cli.config_file = path.clone();
-    let web = cli.listen_address.replace("0.0.0.0", "127.0.0.1");
+    let web = cli.listen_addresses.first().map_or_else(String::new, |a| a.replace("0.0.0.0", "127.0.0.1"));
     println!(
         "ami-usage-demo: EC2 simulator at {endpoint} with {} images; exporter config in {}\n\
          Metrics:    http://{web}{path}\n\
