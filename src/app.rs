@@ -17,11 +17,11 @@ use crate::cli::{Cli, parse_listen_address};
 use crate::config::{Config, ConfigError};
 use crate::ec2::Ec2Reports;
 use crate::exposition::Prepared;
-use crate::metrics::{SelfMetrics, render_snapshot};
+use crate::metrics::{RenderOptions, SelfMetrics, render_snapshot};
 use crate::poller::{PollStats, Poller, RegionTarget};
 use crate::server::{ServerOptions, WebState, serve};
 use crate::snapshot::Snapshot;
-use crate::{REVISION, VERSION, aws};
+use crate::{REVISION, VERSION, aws, preflight};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -33,6 +33,8 @@ pub enum AppError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    WebConfig(#[from] crate::web_config::WebConfigError),
 }
 
 /// A request to re-read the configuration file; the HTTP endpoint waits for the outcome.
@@ -57,13 +59,14 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
 
     let metrics = SelfMetrics::new(VERSION, REVISION, !cli.disable_exporter_metrics)?;
     let shared = aws::shared_config(&config.aws).await;
-    let poller = Poller::new(&config, build_targets(&config, &shared, &metrics), metrics.clone());
+    let poller = Poller::new(&config, build_targets(&config, &shared, &metrics).await, metrics.clone());
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let options = ServerOptions {
         telemetry_path: cli.telemetry_path.clone(),
         max_requests: cli.max_requests,
         max_connections: cli.max_connections,
         header_timeout: cli.header_timeout,
+        web_config: crate::web_config::WebConfigSource::from_flag(cli.web_config_file.as_deref())?,
     };
     let state = Arc::new(WebState::new(options, metrics.clone(), Some(reload_tx.clone())));
     let shutdown = CancellationToken::new();
@@ -85,17 +88,33 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     Ok(())
 }
 
-fn build_targets(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics) -> Vec<RegionTarget> {
-    config
-        .targets
-        .iter()
-        .map(|target| RegionTarget {
-            region: target.region.as_str().into(),
-            api: region_api(config, shared, metrics, target.region.as_str()),
+/// Checks the IAM permissions of every target with `DryRun` calls (`--check-permissions`).
+pub async fn check_permissions(config_path: &std::path::Path) -> Result<Vec<preflight::Finding>, AppError> {
+    let config = Config::load(config_path)?;
+    let metrics = SelfMetrics::new(VERSION, REVISION, false)?;
+    let shared = aws::shared_config(&config.aws).await;
+    let targets = build_targets(&config, &shared, &metrics).await;
+    Ok(preflight::check(&targets, &config.reports).await)
+}
+
+/// One client per target (Region and owner account), with the target's credentials.
+async fn build_targets(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics) -> Vec<RegionTarget> {
+    let labels_owner = config.labels_owner();
+    let mut targets = Vec::with_capacity(config.targets.len());
+    for target in &config.targets {
+        let region = target.region.as_str();
+        let sdk = aws::target_config(shared, target).await;
+        targets.push(RegionTarget {
+            region: region.into(),
+            owner: labels_owner.then(|| target.owner().unwrap_or_default().into()),
+            key: format!("{region} {}", target.role_arn.as_ref().map_or("", |r| r.as_str())),
+            api: region_api(config, &sdk, metrics, region),
             images: dedup(target.images.iter().map(|i| i.as_str().to_owned())),
             report_ids: dedup(target.report_ids.iter().map(|r| r.as_str().to_owned())),
-        })
-        .collect()
+            discovery: target.discover.clone(),
+        });
+    }
+    targets
 }
 
 fn region_api(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics, region: &str) -> Ec2Reports {
@@ -167,13 +186,14 @@ impl Schedule {
             };
             match outcome {
                 Ok((snapshot, stats)) => {
-                    self.publish(snapshot).await;
+                    self.publish(snapshot, RenderOptions::from_config(&config)).await;
                     self.log_poll(&stats, started, requests_before);
                     if stats.credentials_failed {
                         // The credential chain may have changed (a profile written, a token file
                         // mounted): build it anew so the next poll picks that up, no restart needed.
                         let shared = aws::shared_config(&config.aws).await;
-                        poller.replace_clients(|region| region_api(&config, &shared, &self.metrics, region));
+                        let fresh = build_targets(&config, &shared, &self.metrics).await;
+                        poller.replace_clients(fresh.into_iter().map(|t| (t.key, t.api)).collect());
                     }
                 }
                 Err(panic) => {
@@ -184,9 +204,9 @@ impl Schedule {
         }
     }
 
-    async fn publish(&self, snapshot: Snapshot) {
+    async fn publish(&self, snapshot: Snapshot, options: RenderOptions) {
         // Rendering 100k series takes a while; keep it off the threads that serve scrapes.
-        match tokio::task::spawn_blocking(move || Prepared::new(render_snapshot(&snapshot))).await {
+        match tokio::task::spawn_blocking(move || Prepared::new(render_snapshot(&snapshot, &options))).await {
             Ok(prepared) => self.state.publish(prepared),
             Err(error) => tracing::error!(%error, "rendering the metrics failed; the previous ones stay"),
         }
@@ -226,7 +246,7 @@ impl Schedule {
             tracing::warn!("{warning}");
         }
         let shared = aws::shared_config(&new.aws).await;
-        let fresh = Poller::new(&new, build_targets(&new, &shared, &self.metrics), self.metrics.clone());
+        let fresh = Poller::new(&new, build_targets(&new, &shared, &self.metrics).await, self.metrics.clone());
         let previous = std::mem::replace(poller, fresh);
         poller.inherit(previous);
         *config = new;

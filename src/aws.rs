@@ -48,6 +48,23 @@ pub async fn shared_config(settings: &AwsSettings) -> SdkConfig {
     aws_config::defaults(behavior_version()).timeout_config(timeouts).retry_config(retry).load().await
 }
 
+/// The configuration of one target: the shared one, or, with a role, one whose credentials come
+/// from STS AssumeRole (cached, and refreshed before they expire, by the SDK's provider).
+pub async fn target_config(shared: &SdkConfig, target: &crate::config::Target) -> SdkConfig {
+    let Some(role) = &target.role_arn else { return shared.clone() };
+    let mut provider = aws_config::sts::AssumeRoleProvider::builder(role.as_str())
+        .session_name(target.session_name.clone().unwrap_or_else(|| "ami-usage-exporter".to_owned()))
+        .region(Region::new(target.region.as_str().to_owned()));
+    if let Some(external_id) = &target.external_id {
+        provider = provider.external_id(external_id.clone());
+    }
+    let provider = provider.configure(shared).build().await;
+    shared
+        .to_builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+        .build()
+}
+
 /// One client per Region: EC2 endpoints and throttling buckets are regional.
 pub fn ec2_client(shared: &SdkConfig, region: &str, metrics: ApiMetrics) -> aws_sdk_ec2::Client {
     let counter = RequestCounter { region: region.to_owned(), metrics };
@@ -99,7 +116,11 @@ impl Intercept for RequestCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(Err(error)) = context.output_or_error() {
-            self.metrics.error(&self.region, operation_name(cfg), &attempt_error_code(error));
+            let code = attempt_error_code(error);
+            // The answer to a permission check (DryRun) that says "allowed" is not a failure.
+            if code != "DryRunOperation" {
+                self.metrics.error(&self.region, operation_name(cfg), &code);
+            }
         }
         Ok(())
     }

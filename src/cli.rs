@@ -21,10 +21,20 @@ pub struct Cli {
     #[arg(long = "check-config")]
     pub check_config: bool,
 
+    /// Call every EC2 action the configuration needs with DryRun, print which IAM permissions
+    /// are missing, and exit (1 if any is).
+    #[arg(long = "check-permissions")]
+    pub check_permissions: bool,
+
     /// Address to listen on for the web interface and telemetry, e.g. `:10264` or
     /// `127.0.0.1:10264`; repeat the flag to listen on several.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN_ADDRESS, value_parser = parse_listen_address_str, action = clap::ArgAction::Append)]
     pub listen_addresses: Vec<String>,
+
+    /// Web configuration file (the Prometheus exporter-toolkit format) that enables TLS, basic
+    /// authentication and extra response headers. Re-read when it or the files it names change.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
 
     /// Leave out the metrics about the exporter process itself (process_*).
     #[arg(long = "web.disable-exporter-metrics")]
@@ -115,6 +125,7 @@ mod tests {
         assert_eq!(two.listen_addresses, ["127.0.0.1:1", "[::1]:2"], "repeatable, and replaces the default");
         assert_eq!(cli.telemetry_path, "/metrics");
         assert_eq!(cli.log_format, LogFormat::Logfmt);
+        assert_eq!(cli.web_config_file, None);
     }
 
     #[test]
@@ -127,9 +138,11 @@ mod tests {
             "--log.level=debug",
             "--log.format=json",
             "--check-config",
+            "--web.config.file=/etc/web.yml",
         ])
         .expect("parses");
         assert_eq!(cli.config_file, PathBuf::from("/etc/a.yml"));
+        assert_eq!(cli.web_config_file, Some(PathBuf::from("/etc/web.yml")));
         assert_eq!(cli.log_level, LogLevel::Debug);
         assert!(cli.check_config);
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use crate::ids::{AccountId, ImageId, RegionName, ReportId};
+use crate::ids::{AccountId, ImageId, RegionName, ReportId, RoleArn};
 
 /// EC2 takes at most this many IDs in one Describe call, and this many account IDs in a report.
 pub const MAX_IDS_PER_CALL: usize = 200;
@@ -23,6 +23,8 @@ pub const MAX_IDS_PER_CALL: usize = 200;
 pub const LAUNCH_TEMPLATE: &str = "ec2:LaunchTemplate";
 pub const DEFAULT_VERSION_DEPTH: u32 = 20;
 const MAX_VERSION_DEPTH: u32 = 10_000;
+/// Longer durations are refused: they are typos, and timers cannot represent them all.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// Intervals below this are allowed (tests, demos) but make no sense against a daily report.
 pub const SHORT_POLL_WARNING: Duration = Duration::from_secs(60);
 
@@ -51,7 +53,44 @@ pub struct Config {
     pub reports: ReportPolicy,
     #[serde(default)]
     pub entries: EntryQuery,
+    #[serde(default)]
+    pub accounts: AccountSettings,
+    #[serde(default)]
+    pub cardinality: Cardinality,
     pub targets: Vec<Target>,
+}
+
+/// What the exporter knows about the accounts that use the images.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountSettings {
+    /// Friendly names, exported as `ami_usage_account_info` for dashboards to join on.
+    pub names: BTreeMap<AccountId, String>,
+    /// Accounts allowed to use every image. With this or `expected_per_image` set, usage by any
+    /// other account is also exported as `ami_usage_unexpected_resources`.
+    pub expected: Vec<AccountId>,
+    /// Accounts allowed to use one image, in addition to `expected`.
+    pub expected_per_image: BTreeMap<ImageId, Vec<AccountId>>,
+}
+
+impl AccountSettings {
+    /// Whether unexpected use is tracked at all.
+    pub fn tracks_unexpected(&self) -> bool {
+        !self.expected.is_empty() || !self.expected_per_image.is_empty()
+    }
+}
+
+/// Limits on the number of series, for images used by thousands of accounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cardinality {
+    /// Drop the `account_id` label of usage series, summing over accounts, for every image.
+    pub sum_accounts: bool,
+    /// The same for these images only.
+    pub sum_accounts_for: Vec<ImageId>,
+    /// At most this many `ami_usage_resources` series (0: no limit). Series past the limit are
+    /// left out, and their number is exported as `ami_usage_series_dropped`.
+    pub max_series: u64,
 }
 
 /// How the exporter talks to the EC2 API: limits, timeouts and retries, shared by all Regions.
@@ -135,7 +174,7 @@ pub struct EntryQuery {
     pub creation_times: Vec<String>,
 }
 
-/// One Region's images, and reports made elsewhere to read as they are.
+/// One Region of one owner account: images, image discovery, and reports made elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
@@ -144,6 +183,49 @@ pub struct Target {
     pub images: Vec<ImageId>,
     #[serde(default)]
     pub report_ids: Vec<ReportId>,
+    /// Images selected by DescribeImages, refreshed on their own schedule.
+    #[serde(default)]
+    pub discover: Option<Discovery>,
+    /// A role to assume for this target (another owner account); default credentials otherwise.
+    #[serde(default)]
+    pub role_arn: Option<RoleArn>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub session_name: Option<String>,
+    /// The owner account of a target without `role_arn`, needed to label series when several
+    /// owner accounts are configured.
+    #[serde(default)]
+    pub owner_account_id: Option<AccountId>,
+}
+
+impl Target {
+    /// The owner account, when known from the configuration.
+    pub fn owner(&self) -> Option<&str> {
+        self.role_arn.as_ref().map(RoleArn::account).or(self.owner_account_id.as_ref().map(AccountId::as_str))
+    }
+}
+
+/// Which images DescribeImages selects, and how often the selection is refreshed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// `self`, or owner account IDs.
+    #[serde(default = "default_owners")]
+    pub owners: Vec<String>,
+    /// DescribeImages filters, e.g. `name: ["golden-*"]`, `"tag:Team": [platform]`.
+    #[serde(default)]
+    pub filters: BTreeMap<String, Vec<String>>,
+    #[serde(default = "default_discovery_interval")]
+    pub refresh_interval: PositiveDuration,
+}
+
+fn default_owners() -> Vec<String> {
+    vec!["self".to_owned()]
+}
+
+fn default_discovery_interval() -> PositiveDuration {
+    PositiveDuration(Duration::from_secs(3600))
 }
 
 /// A duration written like Prometheus durations (`30s`, `5m`, `24h`, `1d`), never zero.
@@ -164,6 +246,9 @@ impl TryFrom<String> for PositiveDuration {
             .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. 30s, 5m, 24h"))?;
         if d.is_zero() {
             return Err(format!("duration {s:?} must be greater than zero"));
+        }
+        if d > MAX_DURATION {
+            return Err(format!("duration {s:?} is longer than 10 years"));
         }
         Ok(Self(d))
     }
@@ -317,6 +402,30 @@ impl<'de> Deserialize<'de> for AccountFilter {
     }
 }
 
+impl Discovery {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_owned(), message));
+        if self.owners.is_empty() {
+            return fail("owners", "at least one owner (self, or an account ID) is required".into());
+        }
+        for (i, owner) in self.owners.iter().enumerate() {
+            let account = owner.len() == 12 && owner.bytes().all(|b| b.is_ascii_digit());
+            if owner != "self" && !account {
+                return fail(&format!("owners[{i}]"), format!("{owner:?} is neither self nor a 12-digit account ID"));
+            }
+        }
+        for (name, values) in &self.filters {
+            if name.is_empty() || values.is_empty() || values.iter().any(String::is_empty) {
+                return fail(
+                    &format!("filters.{name}"),
+                    "a filter needs a name and at least one non-empty value".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Reads and validates the file; every error names the file and the field.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -329,7 +438,13 @@ impl Config {
         let deserializer = serde_yaml::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "(top level)".to_owned() } else { path };
+            let field = match path.as_str() {
+                "." => "(top level)".to_owned(),
+                // An empty key: name it as written, so the error still points at something.
+                "" => "\"\"".to_owned(),
+                p if p.ends_with('.') => format!("{p}\"\""),
+                _ => path,
+            };
             let message = e.into_inner().to_string();
             // yaml_serde may start its message with a (shorter) path of its own; say it once.
             let message = match message.split_once(": ") {
@@ -351,19 +466,52 @@ impl Config {
         if a.attempt_timeout > a.operation_timeout {
             return err("aws.attempt_timeout".into(), "must not exceed aws.operation_timeout");
         }
-        let mut regions = BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for (i, target) in self.targets.iter().enumerate() {
-            if !regions.insert(target.region.as_str()) {
+            if !seen.insert((target.region.as_str(), target.role_arn.as_ref().map(RoleArn::as_str))) {
                 return err(
                     format!("targets[{i}].region"),
-                    &format!("{} is listed twice; put all its images in one target", target.region),
+                    &format!(
+                        "{} is listed twice for the same credentials; put all its images in one target",
+                        target.region
+                    ),
                 );
             }
-            if target.images.is_empty() && target.report_ids.is_empty() {
-                return err(format!("targets[{i}]"), "lists neither images nor report_ids");
+            if target.images.is_empty() && target.report_ids.is_empty() && target.discover.is_none() {
+                return err(format!("targets[{i}]"), "lists no images, report_ids or discover");
+            }
+            if target.role_arn.is_none() && (target.external_id.is_some() || target.session_name.is_some()) {
+                return err(format!("targets[{i}].role_arn"), "is required when external_id or session_name is set");
+            }
+            if let Some(name) = &target.session_name {
+                let valid = (2..=64).contains(&name.len())
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c));
+                if !valid {
+                    return err(
+                        format!("targets[{i}].session_name"),
+                        "must be 2 to 64 characters of letters, digits and +=,.@-_",
+                    );
+                }
+            }
+            if let Some(discovery) = &target.discover {
+                discovery.validate().map_err(|(field, message)| (format!("targets[{i}].discover.{field}"), message))?;
             }
         }
+        let owners: BTreeSet<Option<&str>> = self.targets.iter().map(Target::owner).collect();
+        if owners.len() > 1
+            && let Some(i) = self.targets.iter().position(|t| t.owner().is_none())
+        {
+            return err(
+                format!("targets[{i}].owner_account_id"),
+                "is required when targets use several owner accounts (it labels this target's series)",
+            );
+        }
         Ok(())
+    }
+
+    /// Whether series carry an `owner_account_id` label: only when there is more than one.
+    pub fn labels_owner(&self) -> bool {
+        self.targets.iter().map(Target::owner).collect::<BTreeSet<_>>().len() > 1
     }
 
     /// Wall-clock poll intervals below a minute are legal but worth a warning.
@@ -462,6 +610,13 @@ targets:
     }
 
     #[test]
+    fn an_empty_key_is_named_too() {
+        let (field, msg) = error_of("\"\": 1\n");
+        assert_eq!(field, "\"\"");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let (field, msg) = error_of(&with_target("poll_intervall: 5m"));
         assert_eq!(field, "poll_intervall");
@@ -497,6 +652,7 @@ targets:
             ("poll_interval: 0s", "poll_interval", "greater than zero"),
             ("poll_interval: -5m", "poll_interval", "invalid duration"),
             ("poll_interval: soon", "poll_interval", "invalid duration"),
+            ("poll_interval: 11y", "poll_interval", "longer than 10 years"),
             ("reports:\n  max_age: 0h", "reports.max_age", "greater than zero"),
             ("aws:\n  attempt_timeout: -1s", "aws.attempt_timeout", "invalid duration"),
         ] {
@@ -544,6 +700,67 @@ targets:
         assert!(msg.contains("at most 200"), "{msg}");
         let ids: Vec<String> = (0..200).map(|i| format!("'{i:012}'")).collect();
         assert!(Config::from_yaml(&with_target(&format!("reports:\n  account_ids: [{}]", ids.join(",")))).is_ok());
+    }
+
+    #[test]
+    fn accounts_cardinality_and_discovery() {
+        let yaml = r#"
+accounts:
+  names: {"111122223333": payments}
+  expected: ["111122223333"]
+  expected_per_image:
+    ami-12345678: ["444455556666"]
+cardinality:
+  sum_accounts_for: [ami-12345678]
+  max_series: 1000
+targets:
+  - region: us-east-1
+    discover:
+      filters:
+        name: ["golden-*"]
+        "tag:Team": [platform]
+      refresh_interval: 10m
+"#;
+        let c = Config::from_yaml(yaml).expect("valid");
+        assert!(c.accounts.tracks_unexpected());
+        assert_eq!(c.cardinality.max_series, 1000);
+        let d = c.targets[0].discover.as_ref().expect("discovery");
+        assert_eq!(d.owners, ["self"]);
+        assert_eq!(d.refresh_interval.get(), Duration::from_secs(600));
+        let (f, _) = error_of("targets:\n  - region: us-east-1\n    discover:\n      owners: [me]\n");
+        assert_eq!(f, "targets[0].discover.owners[0]");
+        let (f, _) = error_of("targets:\n  - region: us-east-1\n    discover:\n      filters: {name: []}\n");
+        assert_eq!(f, "targets[0].discover.filters.name");
+        let (f, _) = error_of(&with_target("accounts:\n  names: {\"12\": x}"));
+        assert!(f.starts_with("accounts.names"), "{f}");
+    }
+
+    #[test]
+    fn roles_and_owner_accounts() {
+        let two = "targets:
+  - region: us-east-1
+    images: [ami-12345678]
+    role_arn: arn:aws:iam::111122223333:role/ami-usage
+    external_id: secret
+  - region: us-east-1
+    images: [ami-12345679]
+    role_arn: arn:aws:iam::444455556666:role/ami-usage
+";
+        let c = Config::from_yaml(two).expect("same Region twice, with different roles");
+        assert!(c.labels_owner());
+        assert_eq!(c.targets[0].owner(), Some("111122223333"));
+        let mixed = format!("{two}  - region: eu-west-1\n    images: [ami-12345670]\n");
+        assert_eq!(error_of(&mixed).0, "targets[2].owner_account_id");
+        let labelled = format!("{mixed}    owner_account_id: '777788889999'\n");
+        assert!(Config::from_yaml(&labelled).is_ok());
+        let one = Config::from_yaml(&with_target("")).expect("valid");
+        assert!(!one.labels_owner(), "one owner: no owner label");
+        let (f, _) = error_of("targets:\n  - region: us-east-1\n    images: [ami-12345678]\n    external_id: x\n");
+        assert_eq!(f, "targets[0].role_arn");
+        let (f, _) = error_of(
+            "targets:\n  - region: us-east-1\n    images: [ami-12345678]\n    role_arn: arn:aws:iam::1:role/x\n",
+        );
+        assert_eq!(f, "targets[0].role_arn");
     }
 
     #[test]

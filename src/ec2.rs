@@ -5,7 +5,7 @@
 //! exporter never has more than `max_concurrent_requests` calls in flight against EC2's
 //! per-account throttle.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -229,14 +229,13 @@ impl Ec2Reports {
         }
     }
 
-    /// Asks EC2 for a new report of the image; returns its ID. The report starts `pending`.
-    pub async fn create_report(
+    /// The CreateImageUsageReport request for an image under the policy, tagged as ours.
+    fn create_request(
         &self,
         image_id: &str,
         policy: &ReportPolicy,
-        client_token: &str,
-    ) -> Result<String, ApiError> {
-        const OP: &str = "CreateImageUsageReport";
+        client_token: Option<&str>,
+    ) -> aws_sdk_ec2::operation::create_image_usage_report::builders::CreateImageUsageReportFluentBuilder {
         let resource_types = policy
             .resource_types
             .iter()
@@ -262,24 +261,162 @@ impl Ec2Reports {
             .collect();
         let tagging =
             TagSpecification::builder().resource_type(TagResourceType::ImageUsageReport).set_tags(Some(tags)).build();
-        let permit = self.permit().await;
-        let out = self
-            .client
+        self.client
             .create_image_usage_report()
             .image_id(image_id)
             .set_resource_types(Some(resource_types))
             .set_account_ids((!accounts.is_empty()).then_some(accounts))
-            .client_token(client_token)
+            .set_client_token(client_token.map(str::to_owned))
             .tag_specifications(tagging)
+    }
+
+    /// Asks EC2 for a new report of the image; returns its ID. The report starts `pending`.
+    pub async fn create_report(
+        &self,
+        image_id: &str,
+        policy: &ReportPolicy,
+        client_token: &str,
+    ) -> Result<String, ApiError> {
+        const OP: &str = "CreateImageUsageReport";
+        let permit = self.permit().await;
+        let out = self
+            .create_request(image_id, policy, Some(client_token))
             .send()
             .await
             .map_err(|e| ApiError::from_sdk(OP, e))?;
         drop(permit);
         out.report_id().map(str::to_owned).ok_or_else(|| ApiError {
             operation: OP,
-            code: "ResponseError".to_owned(),
+            code: RESPONSE_ERROR.to_owned(),
             message: "the answer carried no reportId".to_owned(),
         })
+    }
+}
+
+/// What a DryRun call said about one permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permission {
+    Allowed,
+    /// EC2 refused: the IAM action is missing (or credentials are rejected); the code says which.
+    Denied(String),
+    /// Something else answered (throttling, network): the permission is unknown.
+    Unknown(String),
+}
+
+impl Permission {
+    fn from_dry_run<T>(result: Result<T, ApiError>) -> Self {
+        match result {
+            // DryRun never succeeds: EC2 answers DryRunOperation when the call would have.
+            Ok(_) => Permission::Allowed,
+            Err(e) if e.code == "DryRunOperation" => Permission::Allowed,
+            Err(e)
+                if [
+                    "UnauthorizedOperation",
+                    "AuthFailure",
+                    "Blocked",
+                    "OptInRequired",
+                    "AccessDenied",
+                    crate::aws::CREDENTIALS_ERROR,
+                ]
+                .contains(&e.code.as_str()) =>
+            {
+                Permission::Denied(e.code)
+            }
+            Err(e) => Permission::Unknown(format!("{}: {}", e.code, e.message)),
+        }
+    }
+}
+
+impl Ec2Reports {
+    /// Lists the IDs of available images of `owners` matching `filters`, all pages.
+    pub async fn describe_images(
+        &self,
+        owners: &[String],
+        filters: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<String>, ApiError> {
+        const OP: &str = "DescribeImages";
+        let mut all: Vec<Filter> = filters
+            .iter()
+            .map(|(name, values)| Filter::builder().name(name).set_values(Some(values.clone())).build())
+            .collect();
+        if !filters.contains_key("state") {
+            // A deregistered image is gone; a failed or pending one has no usage to report.
+            all.push(Filter::builder().name("state").values("available").build());
+        }
+        let mut pages = Pages::new(OP);
+        let mut images = Vec::new();
+        loop {
+            let permit = self.permit().await;
+            let page = self
+                .client
+                .describe_images()
+                .set_owners(Some(owners.to_vec()))
+                .set_filters(Some(all.clone()))
+                .max_results(self.page_size.clamp(5, 1000))
+                .set_next_token(pages.next.take())
+                .send()
+                .await
+                .map_err(|e| ApiError::from_sdk(OP, e))?;
+            drop(permit);
+            images.extend(page.images().iter().filter_map(|i| i.image_id().map(str::to_owned)));
+            if !self.advance(&mut pages, page.next_token())? {
+                return Ok(images);
+            }
+        }
+    }
+
+    /// Asks EC2, with `DryRun`, whether each call the exporter makes is permitted.
+    pub async fn check_permissions(
+        &self,
+        image: Option<&str>,
+        policy: &ReportPolicy,
+        discovery: bool,
+    ) -> Vec<(&'static str, Permission)> {
+        let mut checks = vec![
+            (
+                "DescribeImageUsageReports",
+                Permission::from_dry_run(
+                    self.client
+                        .describe_image_usage_reports()
+                        .dry_run(true)
+                        .send()
+                        .await
+                        .map_err(|e| ApiError::from_sdk("DescribeImageUsageReports", e)),
+                ),
+            ),
+            (
+                "DescribeImageUsageReportEntries",
+                Permission::from_dry_run(
+                    self.client
+                        .describe_image_usage_report_entries()
+                        .dry_run(true)
+                        .send()
+                        .await
+                        .map_err(|e| ApiError::from_sdk("DescribeImageUsageReportEntries", e)),
+                ),
+            ),
+        ];
+        if discovery {
+            let result = self.client.describe_images().owners("self").dry_run(true).send().await;
+            checks.push((
+                "DescribeImages",
+                Permission::from_dry_run(result.map_err(|e| ApiError::from_sdk("DescribeImages", e))),
+            ));
+        }
+        if policy.create {
+            let outcome = match image {
+                Some(image) => Permission::from_dry_run(
+                    self.create_request(image, policy, None)
+                        .dry_run(true)
+                        .send()
+                        .await
+                        .map_err(|e| ApiError::from_sdk("CreateImageUsageReport", e)),
+                ),
+                None => Permission::Unknown("no image known yet to try it with".to_owned()),
+            };
+            checks.push(("CreateImageUsageReport", outcome));
+        }
+        checks
     }
 }
 

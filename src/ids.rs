@@ -102,6 +102,31 @@ id_type!(
     }
 );
 
+id_type!(
+    /// An IAM role ARN, `arn:<partition>:iam::<12-digit account>:role/<path and name>`.
+    RoleArn,
+    "IAM role ARN",
+    "arn:aws:iam::123456789012:role/name",
+    |s| {
+        let parts: Vec<&str> = s.splitn(6, ':').collect();
+        parts.len() == 6
+            && parts[0] == "arn"
+            && parts[1].starts_with("aws")
+            && parts[2] == "iam"
+            && parts[3].is_empty()
+            && parts[4].len() == 12
+            && parts[4].bytes().all(|b| b.is_ascii_digit())
+            && parts[5].strip_prefix("role/").is_some_and(|name| !name.is_empty())
+    }
+);
+
+impl RoleArn {
+    /// The account the role lives in: the owner of the images read through it.
+    pub fn account(&self) -> &str {
+        self.0.split(':').nth(4).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +148,16 @@ mod tests {
         assert!("001100110011".parse::<AccountId>().is_ok());
         for bad in ["12345678901", "1234567890123", "12345678901a", " 123456789012"] {
             assert!(bad.parse::<AccountId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn role_arns() {
+        let role: RoleArn = "arn:aws:iam::111122223333:role/ami-usage".parse().expect("valid");
+        assert_eq!(role.account(), "111122223333");
+        assert!("arn:aws-us-gov:iam::111122223333:role/path/x".parse::<RoleArn>().is_ok());
+        for bad in ["arn:aws:iam::1111:role/x", "arn:aws:iam::111122223333:user/x", "arn:aws:s3:::b", "role/x"] {
+            assert!(bad.parse::<RoleArn>().is_err(), "{bad}");
         }
     }
 

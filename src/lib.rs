@@ -15,9 +15,11 @@ pub mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod poller;
+pub mod preflight;
 pub mod report;
 pub mod server;
 pub mod snapshot;
+pub mod web_config;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("AMI_USAGE_REVISION");

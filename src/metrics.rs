@@ -13,6 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::Config;
+use crate::ids::AccountId;
 use crate::snapshot::Snapshot;
 
 const PREFIX: &str = "ami_usage";
@@ -227,11 +231,80 @@ impl Family {
     }
 }
 
+/// Accounts allowed on every image, and per image.
+type Expected = (BTreeSet<String>, BTreeMap<String, BTreeSet<String>>);
+
+/// How usage becomes series: which accounts are expected, account names, and cardinality
+/// limits. Built from the configuration; changes on reload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenderOptions {
+    /// `None`: unexpected use is not tracked.
+    expected: Option<Expected>,
+    names: Vec<(String, String)>,
+    sum_all: bool,
+    sum_for: BTreeSet<String>,
+    /// 0: no limit.
+    max_series: u64,
+}
+
+impl RenderOptions {
+    pub fn from_config(config: &Config) -> Self {
+        let accounts = &config.accounts;
+        let ids = |list: &[AccountId]| list.iter().map(|a| a.as_str().to_owned()).collect::<BTreeSet<_>>();
+        Self {
+            expected: accounts.tracks_unexpected().then(|| {
+                let per_image = accounts
+                    .expected_per_image
+                    .iter()
+                    .map(|(image, list)| (image.as_str().to_owned(), ids(list)))
+                    .collect();
+                (ids(&accounts.expected), per_image)
+            }),
+            names: accounts.names.iter().map(|(id, name)| (id.as_str().to_owned(), name.clone())).collect(),
+            sum_all: config.cardinality.sum_accounts,
+            sum_for: config.cardinality.sum_accounts_for.iter().map(|i| i.as_str().to_owned()).collect(),
+            max_series: config.cardinality.max_series,
+        }
+    }
+
+    fn is_unexpected(&self, image: &str, account: &str) -> bool {
+        self.expected.as_ref().is_some_and(|(all, per_image)| {
+            !all.contains(account) && !per_image.get(image).is_some_and(|set| set.contains(account))
+        })
+    }
+}
+
+/// A family with a series budget: samples past `limit` are counted, not kept.
+struct Capped {
+    family: Family,
+    limit: u64,
+    dropped: u64,
+}
+
+impl Capped {
+    fn push(&mut self, labels: &[(&str, &str)], value: f64) {
+        if self.limit > 0 && self.family.0.get_metric().len() as u64 >= self.limit {
+            self.dropped += 1;
+        } else {
+            self.family.push(labels, value);
+        }
+    }
+}
+
 /// Renders the usage data of a snapshot. Images without a usable report get their status
 /// series but no usage series: a missing report is not zero usage.
-pub fn render_snapshot(snapshot: &Snapshot) -> Vec<u8> {
-    let mut resources =
-        Family::gauge("resources", &format!("Resources of an account that use the image, by resource type. {CACHED}."));
+pub fn render_snapshot(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> {
+    let cap = |family| Capped { family, limit: options.max_series, dropped: 0 };
+    let mut resources = cap(Family::gauge(
+        "resources",
+        &format!("Resources of an account that use the image, by resource type. {CACHED}."),
+    ));
+    let mut unexpected = cap(Family::gauge(
+        "unexpected_resources",
+        &format!(
+            "Resources of accounts not expected to use the image (see accounts.expected), by resource type. {CACHED}."
+        ),
+    ));
     let mut created = Family::gauge(
         "report_creation_timestamp_seconds",
         "When EC2 created the report the usage figures come from (Unix time)",
@@ -248,8 +321,11 @@ pub fn render_snapshot(snapshot: &Snapshot) -> Vec<u8> {
         "When the image's pending report was requested (Unix time); absent when none is pending",
     );
     for image in &snapshot.images {
-        let (region, image_id) = (&*image.region, &*image.image_id);
-        let labels = [("aws_region", region), ("image_id", image_id)];
+        let mut labels: Vec<(&str, &str)> = vec![("aws_region", &image.region)];
+        if let Some(owner) = &image.owner {
+            labels.push(("owner_account_id", owner));
+        }
+        labels.push(("image_id", &image.image_id));
         success.push(&labels, if image.poll_success { 1.0 } else { 0.0 });
         if let Some(t) = image.last_success {
             last.push(&labels, unix_seconds(t));
@@ -259,20 +335,63 @@ pub fn render_snapshot(snapshot: &Snapshot) -> Vec<u8> {
         }
         let Some(report) = &image.report else { continue };
         created.push(&labels, unix_seconds(report.created));
-        info.push(&[("aws_region", region), ("image_id", image_id), ("report_id", &report.report_id)], 1.0);
+        info.push(&[labels.as_slice(), &[("report_id", &report.report_id)]].concat(), 1.0);
+        if options.sum_all || options.sum_for.contains(&*image.image_id) {
+            // Summed over accounts: one series per resource type.
+            let mut total: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+            for (key, count) in &report.usage {
+                let entry = total.entry(&key.resource_type).or_default();
+                entry.0 += count;
+                if options.is_unexpected(&image.image_id, &key.account_id) {
+                    entry.1 += count;
+                }
+            }
+            for (resource_type, (all, other)) in total {
+                let series = [labels.as_slice(), &[("resource_type", resource_type)]].concat();
+                resources.push(&series, all as f64);
+                if options.expected.is_some() && other > 0 {
+                    unexpected.push(&series, other as f64);
+                }
+            }
+            continue;
+        }
         for (key, count) in &report.usage {
-            resources.push(
-                &[
-                    ("aws_region", region),
-                    ("image_id", image_id),
-                    ("account_id", &key.account_id),
-                    ("resource_type", &key.resource_type),
-                ],
-                *count as f64,
-            );
+            let series =
+                [labels.as_slice(), &[("account_id", &key.account_id), ("resource_type", &key.resource_type)]].concat();
+            resources.push(&series, *count as f64);
+            if options.is_unexpected(&image.image_id, &key.account_id) {
+                unexpected.push(&series, *count as f64);
+            }
         }
     }
-    encode(&[resources.0, created.0, info.0, success.0, last.0, pending.0])
+    let mut families = vec![resources.family.0];
+    if options.expected.is_some() {
+        families.push(unexpected.family.0);
+    }
+    families.extend([created.0, info.0, success.0, last.0, pending.0]);
+    if !options.names.is_empty() {
+        let mut names =
+            Family::gauge("account_info", "Names of the accounts, from the configuration; value is always 1");
+        for (id, name) in &options.names {
+            names.push(&[("account_id", id), ("account_name", name)], 1.0);
+        }
+        families.push(names.0);
+    }
+    if options.max_series > 0 {
+        let dropped = resources.dropped + unexpected.dropped;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                max_series = options.max_series,
+                "usage series over cardinality.max_series were left out"
+            );
+        }
+        let mut gauge =
+            Family::gauge("series_dropped", "Usage series left out in the last poll because of cardinality.max_series");
+        gauge.push(&[], dropped as f64);
+        families.push(gauge.0);
+    }
+    encode(&families)
 }
 
 /// The names of every family the exporter can serve; used by tests and the docs check.
@@ -284,6 +403,9 @@ pub fn snapshot_family_names() -> Vec<String> {
         "image_poll_success",
         "last_success_timestamp_seconds",
         "pending_report_creation_timestamp_seconds",
+        "unexpected_resources",
+        "account_info",
+        "series_dropped",
     ]
     .iter()
     .map(|n| format!("{PREFIX}_{n}"))
@@ -317,6 +439,7 @@ mod tests {
         Snapshot::new(vec![
             ImageStatus {
                 region: "us-east-1".into(),
+                owner: None,
                 image_id: "ami-0123456789abcdef0".into(),
                 poll_success: true,
                 last_success: Some(UNIX_EPOCH + Duration::from_secs(1_759_200_000)),
@@ -325,6 +448,7 @@ mod tests {
             },
             ImageStatus {
                 region: "us-east-1".into(),
+                owner: None,
                 image_id: "ami-12345678".into(),
                 poll_success: false,
                 last_success: None,
@@ -338,7 +462,7 @@ mod tests {
     /// that dashboards are built on, so any change must show up here.
     #[test]
     fn snapshot_exposition_is_stable() {
-        let text = String::from_utf8(render_snapshot(&snapshot())).expect("utf-8");
+        let text = String::from_utf8(render_snapshot(&snapshot(), &RenderOptions::default())).expect("utf-8");
         let expected = format!(
             "# HELP ami_usage_resources Resources of an account that use the image, by resource type. {CACHED}.
 # TYPE ami_usage_resources gauge
@@ -365,16 +489,74 @@ ami_usage_pending_report_creation_timestamp_seconds{{aws_region=\"us-east-1\",im
         assert_eq!(text, expected);
     }
 
+    fn options(yaml: &str) -> RenderOptions {
+        let text = format!("{yaml}\ntargets:\n  - region: us-east-1\n    images: [ami-12345678]\n");
+        RenderOptions::from_config(&Config::from_yaml(&text).expect("valid"))
+    }
+
+    fn lines_of(text: &[u8], prefix: &str) -> Vec<String> {
+        String::from_utf8_lossy(text).lines().filter(|l| l.starts_with(prefix)).map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn unexpected_accounts_are_reported_separately() {
+        let o = options("accounts:\n  expected: ['111122223333']\n  names: {'444455556666': data-team}");
+        let text = render_snapshot(&snapshot(), &o);
+        assert_eq!(
+            lines_of(&text, "ami_usage_unexpected_resources{"),
+            [
+                "ami_usage_unexpected_resources{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\",account_id=\"444455556666\",resource_type=\"ec2:LaunchTemplate\"} 4"
+            ]
+        );
+        assert_eq!(lines_of(&text, "ami_usage_resources{").len(), 2, "all usage is still in ami_usage_resources");
+        assert_eq!(
+            lines_of(&text, "ami_usage_account_info{"),
+            ["ami_usage_account_info{account_id=\"444455556666\",account_name=\"data-team\"} 1"]
+        );
+        let per_image = options("accounts:\n  expected_per_image:\n    ami-0123456789abcdef0: ['444455556666']");
+        let text = render_snapshot(&snapshot(), &per_image);
+        assert_eq!(lines_of(&text, "ami_usage_unexpected_resources{").len(), 1, "111122223333 is not expected there");
+        assert!(
+            lines_of(&render_snapshot(&snapshot(), &RenderOptions::default()), "# HELP ami_usage_unexpected")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn summing_over_accounts_and_the_series_cap() {
+        let text = render_snapshot(&snapshot(), &options("cardinality:\n  sum_accounts: true"));
+        assert_eq!(
+            lines_of(&text, "ami_usage_resources{"),
+            [
+                "ami_usage_resources{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\",resource_type=\"ec2:Instance\"} 15",
+                "ami_usage_resources{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\",resource_type=\"ec2:LaunchTemplate\"} 4",
+            ]
+        );
+        let capped = render_snapshot(&snapshot(), &options("cardinality:\n  max_series: 1"));
+        assert_eq!(lines_of(&capped, "ami_usage_resources{").len(), 1);
+        assert_eq!(lines_of(&capped, "ami_usage_series_dropped "), ["ami_usage_series_dropped 1"]);
+    }
+
+    #[test]
+    fn owner_label_follows_the_region() {
+        let mut s = snapshot();
+        s.images[0].owner = Some("777788889999".into());
+        let text = render_snapshot(&s, &RenderOptions::default());
+        assert!(
+            String::from_utf8_lossy(&text).contains("ami_usage_image_poll_success{aws_region=\"us-east-1\",owner_account_id=\"777788889999\",image_id=\"ami-0123456789abcdef0\"} 1")
+        );
+    }
+
     #[test]
     fn empty_snapshot_renders_nothing() {
-        assert!(render_snapshot(&Snapshot::default()).is_empty());
+        assert!(render_snapshot(&Snapshot::default(), &RenderOptions::default()).is_empty());
     }
 
     #[test]
     fn label_values_are_escaped() {
         let mut s = snapshot();
         s.images[0].region = "a\"b\\c\nd".into();
-        let text = String::from_utf8(render_snapshot(&s)).expect("utf-8");
+        let text = String::from_utf8(render_snapshot(&s, &RenderOptions::default())).expect("utf-8");
         assert!(text.contains(r#"aws_region="a\"b\\c\nd""#), "{text}");
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
 
-use crate::config::{Config, EntryQuery, MAX_IDS_PER_CALL, ReportPolicy};
+use crate::config::{Config, Discovery, EntryQuery, MAX_IDS_PER_CALL, ReportPolicy};
 use crate::ec2::{ApiError, Ec2Reports, ReportSelector, Skipped};
 use crate::metrics::SelfMetrics;
 use crate::report::{
@@ -31,14 +31,20 @@ const THROTTLED: &str = "RequestLimitExceeded";
 /// The longest a throttled Region waits between polls (or one poll interval, if longer).
 const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(3600);
 
-/// The images and pinned reports of one Region, with its client.
+/// The images and pinned reports of one Region of one owner account, with its client.
 pub struct RegionTarget {
     pub region: Arc<str>,
+    /// Set when several owner accounts are configured: the value of the `owner_account_id` label.
+    pub owner: Option<Arc<str>>,
+    /// Identifies the target across reloads: Region and role.
+    pub key: String,
     pub api: Ec2Reports,
     /// Images to watch; the exporter keeps their reports fresh when creation is on.
     pub images: Vec<String>,
     /// Reports made elsewhere, read as they are; never replaced by the exporter.
     pub report_ids: Vec<String>,
+    /// More images to watch, found with DescribeImages.
+    pub discovery: Option<Discovery>,
 }
 
 /// What one poll did, for the log line.
@@ -79,6 +85,9 @@ struct RegionMemory {
     create_backoff: HashMap<String, Backoff>,
     /// Set while EC2 throttles the Region.
     throttled: Option<Backoff>,
+    /// Images found by discovery, and when.
+    discovered: Vec<String>,
+    discovered_at: Option<SystemTime>,
 }
 
 /// The poller and what it remembers between polls.
@@ -142,17 +151,22 @@ impl Poller {
         if previous.settings.entry_query == self.settings.entry_query {
             self.cache = std::mem::take(&mut previous.cache);
         }
-        for (target, memory) in previous.targets.iter().zip(previous.memory) {
-            if let Some(i) = self.targets.iter().position(|t| t.region == target.region) {
+        for (target, mut memory) in previous.targets.iter().zip(previous.memory) {
+            if let Some(i) = self.targets.iter().position(|t| t.key == target.key) {
+                if self.targets[i].discovery != target.discovery {
+                    memory.discovered_at = None;
+                }
                 self.memory[i] = memory;
             }
         }
     }
 
-    /// Gives each Region a new client (after the credentials changed), keeping all state.
-    pub fn replace_clients(&mut self, mut clients: impl FnMut(&str) -> Ec2Reports) {
+    /// Gives each target a new client (after the credentials changed), keeping all state.
+    pub fn replace_clients(&mut self, mut clients: HashMap<String, Ec2Reports>) {
         for target in &mut self.targets {
-            target.api = clients(&target.region);
+            if let Some(api) = clients.remove(&target.key) {
+                target.api = api;
+            }
         }
     }
 
@@ -187,17 +201,19 @@ impl Poller {
         if let Some(backoff) = self.memory[index].throttled.filter(|b| !b.allows(now)) {
             stats.regions_backing_off += 1;
             tracing::debug!(aws_region = %region, failures = backoff.failures(), "EC2 throttled this Region; skipping it this poll");
-            return self.known_images(index).iter().map(|image| self.stale(&region, image, now)).collect();
+            return self.known_images(index).iter().map(|image| self.stale(index, image, now)).collect();
         }
         let mut errors: Vec<ApiError> = Vec::new();
+        let images = self.refresh_images(index, now, &mut errors).await;
 
         let listing =
-            list_reports(&self.targets[index], &self.memory[index].pinned_images, self.settings.concurrency).await;
+            list_reports(&self.targets[index], &images, &self.memory[index].pinned_images, self.settings.concurrency)
+                .await;
         errors.extend(listing.failed.values().cloned());
         self.note_skipped(&region, &listing.skipped, "reports");
         self.remember_pinned(index, &listing);
 
-        let (decisions, to_create) = self.decide(index, &listing, now);
+        let (decisions, to_create) = self.decide(index, &images, &listing, now);
         let created = self.create_reports(index, &to_create, now).await;
         stats.reports_created += created.iter().filter(|r| r.is_ok()).count();
         errors.extend(created.into_iter().filter_map(Result::err));
@@ -228,10 +244,11 @@ impl Poller {
         for (image, decision) in decisions {
             let failed = decision.serving.as_ref().is_some_and(|r| failed_reports.contains_key(&r.id));
             let status = if failed {
-                self.stale(&region, &image, now)
+                self.stale(index, &image, now)
             } else {
                 ImageStatus {
                     region: region.clone(),
+                    owner: self.targets[index].owner.clone(),
                     image_id: image.as_str().into(),
                     poll_success: true,
                     last_success: Some(now),
@@ -241,18 +258,56 @@ impl Poller {
             };
             statuses.push(status);
         }
-        statuses.extend(listing.failed.keys().map(|image| self.stale(&region, image, now)));
+        statuses.extend(listing.failed.keys().map(|image| self.stale(index, image, now)));
         statuses
+    }
+
+    /// The Region's images: the configured ones and those discovery found, refreshed when its
+    /// interval has passed. A failed refresh keeps the previous selection.
+    async fn refresh_images(&mut self, index: usize, now: SystemTime, errors: &mut Vec<ApiError>) -> Vec<String> {
+        let target = &self.targets[index];
+        let memory = &mut self.memory[index];
+        if let Some(discovery) = &target.discovery {
+            let due = memory
+                .discovered_at
+                .is_none_or(|at| now.duration_since(at).map_or(true, |age| age >= discovery.refresh_interval.get()));
+            if due {
+                match target.api.describe_images(&discovery.owners, &discovery.filters).await {
+                    Ok(found) => {
+                        if found != memory.discovered {
+                            tracing::info!(aws_region = %target.region, images = found.len(), "discovered images");
+                        }
+                        memory.discovered = found;
+                        memory.discovered_at = Some(now);
+                    }
+                    Err(error) => {
+                        tracing::warn!(aws_region = %target.region, %error, "cannot discover images; keeping the previous selection");
+                        errors.push(error);
+                    }
+                }
+            }
+        }
+        let mut images = target.images.clone();
+        images.extend(memory.discovered.iter().cloned());
+        images.sort();
+        images.dedup();
+        images
     }
 
     /// Chooses the report of each listed image and the images that need a new one; logs error
     /// and stuck reports (once each).
-    fn decide(&mut self, index: usize, listing: &Listing, now: SystemTime) -> (HashMap<String, Decision>, Vec<Due>) {
+    fn decide(
+        &mut self,
+        index: usize,
+        watched_images: &[String],
+        listing: &Listing,
+        now: SystemTime,
+    ) -> (HashMap<String, Decision>, Vec<Due>) {
         let target = &self.targets[index];
         let memory = &self.memory[index];
         let s = &self.settings;
         let pinned: HashSet<&str> = target.report_ids.iter().map(String::as_str).collect();
-        let watched: HashSet<&str> = target.images.iter().map(String::as_str).collect();
+        let watched: HashSet<&str> = watched_images.iter().map(String::as_str).collect();
         let usable = |r: &UsageReport| pinned.contains(r.id.as_str()) || !s.policy.create || r.params == s.wanted;
 
         let mut decisions = HashMap::new();
@@ -262,7 +317,7 @@ impl Poller {
         // Every listed image, and every watched image whose listing did not fail (it may have
         // no report at all yet).
         let images = listing.by_image.keys().chain(
-            target.images.iter().filter(|i| !listing.failed.contains_key(*i) && !listing.by_image.contains_key(*i)),
+            watched_images.iter().filter(|i| !listing.failed.contains_key(*i) && !listing.by_image.contains_key(*i)),
         );
         for image in images {
             let reports = listing.by_image.get(image).unwrap_or(&no_reports);
@@ -355,9 +410,11 @@ impl Poller {
         }
     }
 
-    /// Every image the Region is known to serve: the watched ones and those of pinned reports.
+    /// Every image the Region is known to serve: the watched ones, the discovered ones and those
+    /// of pinned reports.
     fn known_images(&self, index: usize) -> Vec<String> {
         let mut images: Vec<String> = self.targets[index].images.clone();
+        images.extend(self.memory[index].discovered.iter().cloned());
         images.extend(self.memory[index].pinned_images.values().cloned());
         images.sort();
         images.dedup();
@@ -366,7 +423,8 @@ impl Poller {
 
     /// The status of an image that was not refreshed: its last good data while younger than the
     /// staleness limit, then its status series alone.
-    fn stale(&self, region: &Arc<str>, image: &str, now: SystemTime) -> ImageStatus {
+    fn stale(&self, index: usize, image: &str, now: SystemTime) -> ImageStatus {
+        let region = &self.targets[index].region;
         let last = self.last.get(&(region.clone(), image.to_owned()));
         let fresh_enough =
             |t: SystemTime| now.duration_since(t).map_or(true, |age| age <= self.settings.staleness_limit);
@@ -378,6 +436,7 @@ impl Poller {
             },
             None => ImageStatus {
                 region: region.clone(),
+                owner: self.targets[index].owner.clone(),
                 image_id: image.into(),
                 poll_success: false,
                 last_success: None,
@@ -454,8 +513,13 @@ async fn bounded<F: std::future::Future>(calls: Vec<F>, limit: usize) -> Vec<F::
 }
 
 /// Lists the reports of a Region's images (200 to a call) and its pinned reports.
-async fn list_reports(target: &RegionTarget, pinned_images: &HashMap<String, String>, concurrency: usize) -> Listing {
-    let image_batches = target.images.chunks(MAX_IDS_PER_CALL).map(|c| (c, true));
+async fn list_reports(
+    target: &RegionTarget,
+    images: &[String],
+    pinned_images: &HashMap<String, String>,
+    concurrency: usize,
+) -> Listing {
+    let image_batches = images.chunks(MAX_IDS_PER_CALL).map(|c| (c, true));
     let report_batches = target.report_ids.chunks(MAX_IDS_PER_CALL).map(|c| (c, false));
     let calls: Vec<_> = image_batches
         .chain(report_batches)

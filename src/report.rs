@@ -183,7 +183,9 @@ impl Backoff {
         let failures = previous.map_or(1, |b| b.failures.saturating_add(1));
         let factor = 1u32.checked_shl(failures.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
         let delay = base.saturating_mul(factor).min(cap.max(base));
-        Self { failures, until: now + delay }
+        // A configured interval can be huge; the wait then lasts "forever", it never overflows.
+        let until = now.checked_add(delay).unwrap_or_else(|| now + Duration::from_secs(u32::MAX.into()));
+        Self { failures, until }
     }
 
     /// Whether the wait is over.
@@ -317,6 +319,9 @@ mod tests {
         let third = Backoff::after_failure(Some(second), at(130), base, cap);
         assert!(third.allows(at(165)), "capped at 35 s, not 40 s");
         assert_eq!(third.failures(), 3);
+        let huge = Duration::from_secs(u64::MAX / 4);
+        let forever = Backoff::after_failure(Some(third), at(0), huge, huge);
+        assert!(!forever.allows(at(1 << 40)), "no overflow, no panic");
     }
 
     #[test]

@@ -20,10 +20,14 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, VARY};
+use hyper::header::{
+    ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, VARY, WWW_AUTHENTICATE,
+};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Reload;
 use crate::exposition::{Format, Prepared, negotiate, text_to_openmetrics, wants_gzip};
 use crate::metrics::SelfMetrics;
+use crate::web_config::{self, WebConfig, WebConfigSource};
 
 /// How long in-flight requests may take to finish after shutdown was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,7 +55,10 @@ pub struct ServerOptions {
     pub max_requests: usize,
     /// 0: unlimited.
     pub max_connections: usize,
+    /// Also bounds the TLS handshake.
     pub header_timeout: Duration,
+    /// `--web.config.file`: TLS, basic authentication, extra headers.
+    pub web_config: Option<Arc<WebConfigSource>>,
 }
 
 /// What the HTTP server serves; written by the poller, read by every request.
@@ -212,17 +220,47 @@ async fn reload(state: &WebState) -> Response<Chunks> {
 
 async fn handle(state: Arc<WebState>, request: Request<Incoming>) -> Result<Response<Chunks>, Infallible> {
     let (parts, body) = request.into_parts();
+    // The web configuration in force for this request (re-read first if its files changed).
+    let web = match &state.options.web_config {
+        Some(source) => Some((source.as_ref(), source.current().await)),
+        None => None,
+    };
+    let mut response =
+        answer(&state, web.as_ref().map(|(source, config)| (*source, config.as_ref())), &parts, body).await;
+    if let Some((_, config)) = &web {
+        for (name, value) in config.extra_headers() {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(response)
+}
+
+async fn answer(
+    state: &WebState,
+    web: Option<(&WebConfigSource, &WebConfig)>,
+    parts: &Parts,
+    body: Incoming,
+) -> Response<Chunks> {
     let _permit = match &state.requests {
         Some(limit) => match Arc::clone(limit).try_acquire_owned() {
             Ok(permit) => Some(permit),
-            Err(_) => return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "Too many concurrent requests\n")),
+            Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "Too many concurrent requests\n"),
         },
         None => None,
     };
     // Our routes take no body; read and drop a small one so keep-alive stays usable. A large one
     // is cut off, and hyper closes the connection instead of reading it.
     drop(Limited::new(body, MAX_BODY_BYTES).collect().await);
-    Ok(route(&state, &parts.method, parts.uri.path(), &parts.headers).await)
+    // Basic authentication applies to every path, as with the exporter-toolkit.
+    if let Some((source, config)) = web
+        && source.authorize(config, &parts.headers).await.is_err()
+    {
+        tracing::debug!(method = %parts.method, path = parts.uri.path(), "request refused: no valid credentials");
+        let mut refused = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+        refused.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(web_config::WWW_AUTHENTICATE));
+        return refused;
+    }
+    route(state, &parts.method, parts.uri.path(), &parts.headers).await
 }
 
 /// Accepts connections on one listener and hands them to the server loop.
@@ -241,6 +279,20 @@ async fn accept_loop(listener: TcpListener, connections: mpsc::Sender<(TcpStream
             }
         }
     }
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS, until it closes or shutdown ends it.
+async fn serve_connection<I>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    state: Arc<WebState>,
+    watcher: Watcher,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
+    watcher.watch(http.serve_connection(TokioIo::new(io), service)).await
 }
 
 /// Serves the listeners until `shutdown` is cancelled, then lets in-flight requests finish
@@ -270,11 +322,25 @@ pub async fn serve(listeners: Vec<TcpListener>, state: Arc<WebState>, shutdown: 
             },
             None => None,
         };
-        let state = Arc::clone(&state);
-        let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        // The TLS handshake (if any) happens in the connection's own task, bounded like the
+        // request head, so a slow client cannot hold up the others.
+        let (state, http, watcher) = (Arc::clone(&state), http.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let acceptor = match &state.options.web_config {
+                Some(source) => source.current().await.acceptor(),
+                None => None,
+            };
+            let served = match acceptor {
+                None => serve_connection(&http, stream, state, watcher).await,
+                Some(acceptor) => match web_config::accept_tls(acceptor, stream, state.options.header_timeout).await {
+                    Ok(tls) => serve_connection(&http, tls, state, watcher).await,
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(permit);
@@ -298,6 +364,7 @@ mod tests {
             max_requests: 40,
             max_connections: 10,
             header_timeout: Duration::from_secs(10),
+            web_config: None,
         }
     }
 

@@ -57,6 +57,8 @@ impl ReportUsage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageStatus {
     pub region: Arc<str>,
+    /// The owner account, when several are configured (it becomes a label).
+    pub owner: Option<Arc<str>>,
     pub image_id: Arc<str>,
     /// Whether this poll refreshed the image. When it did not, `report` is the last good one.
     pub poll_success: bool,
@@ -135,6 +137,7 @@ mod tests {
         ));
         let status = |region: &str, image: &str, report: Option<Arc<ReportUsage>>| ImageStatus {
             region: region.into(),
+            owner: None,
             image_id: image.into(),
             poll_success: true,
             last_success: None,

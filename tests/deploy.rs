@@ -18,10 +18,7 @@ use serde_yaml::Value;
 /// Metrics the rules or the dashboard already use but README.md does not list yet, because the
 /// feature is being added at the same time. Remove a name once the README's metrics table has it
 /// (the test says so).
-const COMING_METRICS: &[&str] = &[
-    // Resources of accounts outside the configured expected set (same labels as ami_usage_resources).
-    "ami_usage_unexpected_resources",
-];
+const COMING_METRICS: &[&str] = &[];
 
 const CONFIG_PATH_IN_IMAGE: &str = "/etc/ami-usage-exporter/config.yml";
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::ids::IdGen;
 use crate::model::{CreateRequest, Image, Report, ReportState, ResourceTypeSpec, Usage, UsageEntry, snapshot};
-use crate::rng::SplitMix64;
+use crate::rng::{SplitMix64, mix64};
 use crate::timefmt::truncate_to_millis;
 
 /// The shape of the synthetic dataset.
@@ -41,12 +41,21 @@ impl Default for DatasetSpec {
     }
 }
 
+impl DatasetSpec {
+    /// The same shape for another owner account, with a seed mixed from this one's and the account's: what
+    /// `--owner` adds. Its IDs, consumer accounts and counts differ from this dataset's.
+    pub fn for_owner(&self, account: &str) -> DatasetSpec {
+        let number: u64 = account.parse().unwrap_or(0);
+        DatasetSpec { seed: mix64(self.seed ^ mix64(number)), owner_account: account.to_string(), ..self.clone() }
+    }
+}
+
 /// The `version-depth` AWS uses when none is given; pre-existing reports state it explicitly, as the console does.
 pub(crate) const DEFAULT_VERSION_DEPTH: u32 = 20;
 
 pub(crate) const ERROR_REASON: &str = "Internal error: the usage report could not be generated. Create a new report.";
 
-const TEAMS: [&str; 4] = ["platform", "data", "web", "payments"];
+const TEAMS: [&str; 2] = ["platform", "data"];
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -104,15 +113,27 @@ fn generate_image(rng: &mut SplitMix64, ids: &IdGen, spec: &DatasetSpec, index: 
     let name = format!("golden-base-{}", index + 1);
     let age = DAY * (30 + rng.below(400) as u32) + Duration::from_secs(rng.below(86_400));
     let architecture = if rng.chance(1, 4) { "arm64" } else { "x86_64" };
-    let team = TEAMS[rng.below(TEAMS.len() as u64) as usize];
+    // Tags used to be drawn at random; the draw stays so that a seed still gives the same counts.
+    let _ = rng.below(4);
     Image {
         id: ids.image_id(index as u64),
         owner_id: spec.owner_account.clone(),
         creation_date: ago(now, age),
         architecture,
-        tags: vec![("Name".to_string(), name.clone()), ("Team".to_string(), team.to_string())],
+        tags: image_tags(&name, index),
         name,
     }
+}
+
+/// `Name`, `Team` (platform, data, platform, …) and `Channel` (stable, stable, beta, beta, stable, …): every
+/// combination of team and channel occurs among the first four images, for discovery tests.
+fn image_tags(name: &str, index: usize) -> Vec<(String, String)> {
+    let channel = if index % 4 >= 2 { "beta" } else { "stable" };
+    vec![
+        ("Name".to_string(), name.to_string()),
+        ("Team".to_string(), TEAMS[index % 2].to_string()),
+        ("Channel".to_string(), channel.to_string()),
+    ]
 }
 
 /// Every seventh image (index 3, 10, 17, …) is used by nobody, so even the default five images include an unused
@@ -296,6 +317,25 @@ mod tests {
         // 3 available per image plus an error report on images 1 and 4.
         assert_eq!(d.reports.len(), 5 * 3 + 2);
         assert!(d.reports.iter().all(|r| r.request.account_ids.is_empty() && r.request.resource_types.len() == 2));
+        let tag = |i: usize, key: &str| d.images[i].tags.iter().find(|(k, _)| k == key).unwrap().1.clone();
+        let teams: Vec<String> = (0..5).map(|i| tag(i, "Team")).collect();
+        assert_eq!(teams, ["platform", "data", "platform", "data", "platform"]);
+        let channels: Vec<String> = (0..5).map(|i| tag(i, "Channel")).collect();
+        assert_eq!(channels, ["stable", "stable", "beta", "beta", "stable"]);
+        assert_eq!(tag(2, "Name"), "golden-base-3");
+    }
+
+    #[test]
+    fn another_owner_gets_another_dataset() {
+        let spec = DatasetSpec::default();
+        let other = spec.for_owner("222222222222");
+        assert_eq!((other.images, other.accounts, other.owner_account.as_str()), (5, 8, "222222222222"));
+        assert_ne!(other.seed, spec.seed);
+        assert_eq!(other, spec.for_owner("222222222222"));
+        let a = generate(&spec, timing(), &mut IdGen::new(spec.seed));
+        let b = generate(&other, timing(), &mut IdGen::for_owner(other.seed, &other.owner_account));
+        assert!(b.images.iter().all(|i| i.owner_id == "222222222222" && !a.images.iter().any(|j| j.id == i.id)));
+        assert_ne!(a.accounts, b.accounts);
     }
 
     #[test]

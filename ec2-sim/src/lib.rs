@@ -1,5 +1,6 @@
 //! A local simulator of the EC2 AMI usage report API, speaking the EC2 Query protocol over HTTP so that the real
-//! `aws-sdk-ec2` client can be pointed at it. See README.md for what it simulates and where it deviates from AWS.
+//! `aws-sdk-ec2` client can be pointed at it, with STS `AssumeRole` on the same port for several owner accounts.
+//! See README.md for what it simulates and where it deviates from AWS.
 
 mod api;
 mod body;
@@ -15,12 +16,14 @@ mod query;
 mod rng;
 mod running;
 mod server;
+mod sigv4;
 mod sim;
 mod state;
+mod sts;
 mod timefmt;
 mod xml;
 
-pub use config::{CreateOutcome, SimConfig};
+pub use config::{CreateOutcome, RoleSpec, SimConfig};
 pub use dataset::DatasetSpec;
 pub use fault::{Fault, FaultRule};
 pub use model::{ReportState, ReportView, ResourceTypeSpec, TruthEntry};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ec2_sim::{CreateOutcome, DatasetSpec, FaultRule, SimConfig, Simulator};
+use ec2_sim::{CreateOutcome, DatasetSpec, FaultRule, RoleSpec, SimConfig, Simulator};
 
 /// Serve a simulated EC2 AMI usage report API over HTTP (EC2 Query protocol).
 #[derive(Debug, Parser)]
@@ -29,9 +29,17 @@ struct Args {
     /// Resource types of the dataset, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "ec2:Instance,ec2:LaunchTemplate")]
     resource_types: Vec<String>,
-    /// Account that owns the images.
+    /// Account that owns the images: the primary owner, whose data every access key not issued by AssumeRole sees.
     #[arg(long, default_value = "111111111111")]
     owner_account: String,
+    /// A further owner account with a dataset of the same sizes and a seed derived from --seed and the account.
+    /// Only credentials from a role of that account (--role) see it. Repeatable.
+    #[arg(long = "owner", value_name = "ACCOUNT")]
+    owners: Vec<String>,
+    /// A role that STS AssumeRole grants, optionally requiring an external ID, e.g.
+    /// 'arn:aws:iam::222222222222:role/ami-usage,my-external-id'. Repeatable.
+    #[arg(long = "role", value_name = "ARN[,EXTERNAL_ID]", value_parser = parse_role)]
+    roles: Vec<RoleSpec>,
     /// Start with a pending report on every other image.
     #[arg(long)]
     pending_reports: bool,
@@ -56,18 +64,35 @@ fn parse_fault(json: &str) -> Result<FaultRule, String> {
     Ok(rule)
 }
 
+fn parse_role(text: &str) -> Result<RoleSpec, String> {
+    let role = match text.split_once(',') {
+        Some((arn, external_id)) => RoleSpec::new(arn).with_external_id(external_id),
+        None => RoleSpec::new(text),
+    };
+    if role.account().is_none() {
+        return Err(format!("{:?} is not a role ARN (arn:aws:iam::123456789012:role/name)", role.role_arn));
+    }
+    if role.external_id.as_deref() == Some("") {
+        return Err("the external ID after the comma must not be empty".to_string());
+    }
+    Ok(role)
+}
+
 impl Args {
     fn config(self) -> SimConfig {
+        let dataset = DatasetSpec {
+            seed: self.seed,
+            images: self.images,
+            accounts: self.accounts,
+            resource_types: self.resource_types,
+            reports_per_image: self.reports_per_image,
+            owner_account: self.owner_account,
+            pending_reports: self.pending_reports,
+        };
         SimConfig {
-            dataset: DatasetSpec {
-                seed: self.seed,
-                images: self.images,
-                accounts: self.accounts,
-                resource_types: self.resource_types,
-                reports_per_image: self.reports_per_image,
-                owner_account: self.owner_account,
-                pending_reports: self.pending_reports,
-            },
+            extra_owners: self.owners.iter().map(|account| dataset.for_owner(account)).collect(),
+            roles: self.roles,
+            dataset,
             pending_for: self.pending_for,
             create_outcome: self.fail_reports.map_or(CreateOutcome::Available, CreateOutcome::Error),
             report_ttl: self.report_ttl,
@@ -108,14 +133,16 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    if args.owner_account.len() != 12 || !args.owner_account.bytes().all(|b| b.is_ascii_digit()) {
-        eprintln!("ec2-sim: --owner-account must be 12 digits");
+    let listen = args.listen;
+    let config = args.config();
+    if let Err(err) = config.validate() {
+        eprintln!("ec2-sim: {err}");
         return ExitCode::from(2);
     }
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(err) => {
-            eprintln!("ec2-sim: cannot listen on {}: {err}", args.listen);
+            eprintln!("ec2-sim: cannot listen on {listen}: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -126,7 +153,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sim = Simulator::new(args.config());
+    let sim = Simulator::new(config);
     // Wrappers wait for this exact line to learn the port; it must reach them even when stdout is a pipe.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "ec2-sim listening on http://{addr}");

@@ -1,5 +1,5 @@
-//! HTTP/1.1 around the simulator: the EC2 Query endpoint at `/`, and admin endpoints under `/_sim/` for users in
-//! other processes (benchmarks, the demo) that cannot call `Simulator` methods.
+//! HTTP/1.1 around the simulator: the EC2 and STS Query endpoint at `/`, and admin endpoints under `/_sim/` for
+//! users in other processes (benchmarks, the demo) that cannot call `Simulator` methods.
 
 use std::fmt;
 use std::future::Future;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::api::Service;
 use crate::body::SimBody;
 use crate::error::Ec2Error;
 use crate::fault::{Delivery, FaultRule};
@@ -100,6 +101,8 @@ impl Simulator {
 
 async fn route(sim: &Simulator, req: Request<Incoming>) -> Result<Response<Body>, DropConnection> {
     let path = req.uri().path().to_string();
+    let authorization = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let authorization = authorization.as_deref();
     let response = match (req.method().clone(), path.as_str()) {
         (Method::POST, "/") => {
             let body = match read_body(req).await {
@@ -111,18 +114,40 @@ async fn route(sim: &Simulator, req: Request<Incoming>) -> Result<Response<Body>
                         err.status,
                         xml::error_body(&err, "00000000-0000-0000-0000-000000000000"),
                         None,
+                        Service::Ec2,
                     ));
                 }
             };
-            return query(sim, &body).await;
+            return query(sim, &body, authorization).await;
         }
         // EC2 also accepts the Query protocol as a GET with the parameters in the URL.
         (Method::GET, "/") if req.uri().query().is_some() => {
             let q = req.uri().query().unwrap_or("").as_bytes().to_vec();
-            return query(sim, &q).await;
+            return query(sim, &q, authorization).await;
         }
-        (Method::GET, "/_sim/ground-truth") => json(StatusCode::OK, &sim.ground_truth()),
+        (Method::GET, "/_sim/ground-truth") => ground_truth(sim, req.uri().query()),
+        (Method::GET, "/_sim/owners") => json(StatusCode::OK, &sim.owners()),
         (Method::GET, "/_sim/requests") => json(StatusCode::OK, &sim.request_counts()),
+        (Method::GET, "/_sim/requests-by") => {
+            let rows: Vec<serde_json::Value> = sim
+                .request_counts_by()
+                .into_iter()
+                .map(|((account, region, action), count)| {
+                    serde_json::json!({ "account": account, "region": region, "action": action, "count": count })
+                })
+                .collect();
+            json(StatusCode::OK, &rows)
+        }
+        (Method::GET, "/_sim/assume-role-calls") => {
+            let rows: Vec<serde_json::Value> = sim
+                .assume_role_calls()
+                .into_iter()
+                .map(|(role_arn, external_id, session_name)| {
+                    serde_json::json!({ "role_arn": role_arn, "external_id": external_id, "session_name": session_name })
+                })
+                .collect();
+            json(StatusCode::OK, &rows)
+        }
         (Method::POST, "/_sim/complete-pending") => {
             json(StatusCode::OK, &serde_json::json!({ "completed": sim.complete_pending_count() }))
         }
@@ -137,6 +162,16 @@ async fn route(sim: &Simulator, req: Request<Incoming>) -> Result<Response<Body>
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
+}
+
+/// `?owner=ACCOUNT` for another owner than the primary one; an unknown owner gets 404.
+fn ground_truth(sim: &Simulator, query: Option<&str>) -> Response<Body> {
+    let owner = form_urlencoded::parse(query.unwrap_or("").as_bytes()).find(|(k, _)| k == "owner").map(|(_, v)| v);
+    match owner {
+        None => json(StatusCode::OK, &sim.ground_truth()),
+        Some(owner) if sim.owners().iter().any(|o| *o == owner) => json(StatusCode::OK, &sim.ground_truth_of(&owner)),
+        Some(owner) => text(StatusCode::NOT_FOUND, &format!("{owner} is not an owner account of this simulator\n")),
+    }
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
@@ -160,8 +195,8 @@ async fn put_faults(sim: &Simulator, req: Request<Incoming>) -> Response<Body> {
     json(StatusCode::OK, &sim.faults())
 }
 
-async fn query(sim: &Simulator, body: &[u8]) -> Result<Response<Body>, DropConnection> {
-    let answer = sim.answer_query(body).await;
+async fn query(sim: &Simulator, body: &[u8], authorization: Option<&str>) -> Result<Response<Body>, DropConnection> {
+    let answer = sim.answer_query(body, authorization).await;
     let response = answer.response;
     tracing::debug!(
         action = %response.action,
@@ -171,7 +206,9 @@ async fn query(sim: &Simulator, body: &[u8]) -> Result<Response<Body>, DropConne
         "EC2 request"
     );
     match answer.delivery {
-        Delivery::Normal => Ok(xml_response(response.status, response.body, Some(&response.request_id))),
+        Delivery::Normal => {
+            Ok(xml_response(response.status, response.body, Some(&response.request_id), response.service))
+        }
         Delivery::NotXml => {
             let mut resp = text(StatusCode::OK, &response.body);
             resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
@@ -181,7 +218,7 @@ async fn query(sim: &Simulator, body: &[u8]) -> Result<Response<Body>, DropConne
         Delivery::CloseMidResponse => {
             let full = Bytes::from(response.body);
             let half = full.slice(..full.len() / 2);
-            let mut resp = xml_response(response.status, String::new(), Some(&response.request_id));
+            let mut resp = xml_response(response.status, String::new(), Some(&response.request_id), response.service);
             *resp.body_mut() = SimBody::aborted_after(half);
             resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(full.len()));
             Ok(resp)
@@ -189,15 +226,22 @@ async fn query(sim: &Simulator, body: &[u8]) -> Result<Response<Body>, DropConne
     }
 }
 
-fn xml_response(status: u16, body: String, request_id: Option<&str>) -> Response<Body> {
+fn xml_response(status: u16, body: String, request_id: Option<&str>, service: Service) -> Response<Body> {
     let mut resp = Response::new(SimBody::full(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
+    match service {
+        Service::Ec2 => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
+            headers.insert("server", HeaderValue::from_static("AmazonEC2"));
+        }
+        Service::Sts => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+        }
+    }
     if let Some(Ok(id)) = request_id.map(HeaderValue::from_str) {
         headers.insert("x-amzn-requestid", id);
     }
-    headers.insert("server", HeaderValue::from_static("AmazonEC2"));
     resp
 }
 

@@ -1,6 +1,10 @@
-//! The `Simulator` handle: a cheap, cloneable reference to one simulated EC2 Region, for the HTTP server and for
+//! The `Simulator` handle: a cheap, cloneable reference to one simulated EC2 (and STS), for the HTTP server and for
 //! tests that want to look behind it (ground truth, request counts) or change the world (usage, new reports,
-//! faults).
+//! images, faults).
+//!
+//! Methods without an owner argument that read data (`image_ids`, `ground_truth`, `reports`, `account_ids`) are
+//! about the primary owner (`SimConfig::dataset`); their `_of` variants take an owner account. Methods that take an
+//! image or report ID find its owner by the ID.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -12,7 +16,8 @@ use crate::config::SimConfig;
 use crate::fault::{self, Answer, FaultRule};
 use crate::model::{ReportView, TruthEntry};
 use crate::query::Params;
-use crate::state::State;
+use crate::sigv4::CredentialScope;
+use crate::state::{OwnerIx, PRIMARY, State};
 
 #[derive(Debug, Clone)]
 pub struct Simulator {
@@ -20,6 +25,8 @@ pub struct Simulator {
 }
 
 impl Simulator {
+    /// # Panics
+    /// If the configuration does not pass `SimConfig::validate` (e.g. a malformed role ARN).
     pub fn new(config: SimConfig) -> Simulator {
         Simulator { state: Arc::new(Mutex::new(State::new(config))) }
     }
@@ -37,11 +44,13 @@ impl Simulator {
         f(&mut state)
     }
 
-    /// Answers one EC2 Query request (the form-encoded body), faults included. The HTTP server is a thin shell
-    /// around this. Latency is slept without holding the lock, so other requests go on meanwhile.
-    pub(crate) async fn answer_query(&self, body: &[u8]) -> Answer {
+    /// Answers one Query request (the form-encoded body; EC2 or STS), faults included. `authorization` is the
+    /// request's `Authorization` header, which says whose data it sees. The HTTP server is a thin shell around
+    /// this. Latency is slept without holding the lock, so other requests go on meanwhile.
+    pub(crate) async fn answer_query(&self, body: &[u8], authorization: Option<&str>) -> Answer {
         let params = Params::parse(body);
-        let plan = fault::plan(&mut self.lock(), &params);
+        let scope = CredentialScope::of_request(authorization, &params);
+        let plan = fault::plan(&mut self.lock(), &params, scope.as_ref());
         if !plan.delay.is_zero() {
             tokio::time::sleep(plan.delay).await;
         }
@@ -50,38 +59,98 @@ impl Simulator {
 
     /// `answer_query` without the latency, for operation-level tests.
     #[cfg(test)]
-    pub(crate) fn answer_now(&self, body: &[u8]) -> Answer {
+    pub(crate) fn answer_now(&self, body: &[u8], authorization: Option<&str>) -> Answer {
         let params = Params::parse(body);
+        let scope = CredentialScope::of_request(authorization, &params);
         let mut state = self.lock();
-        let plan = fault::plan(&mut state, &params);
+        let plan = fault::plan(&mut state, &params, scope.as_ref());
         fault::execute(&mut state, &params, plan)
     }
 
     #[cfg(test)]
     pub(crate) fn handle_query(&self, body: &[u8]) -> ApiResponse {
-        self.answer_now(body).response
+        self.answer_now(body, None).response
     }
 
-    /// In generation order (`golden-base-1`, `golden-base-2`, …).
+    /// The index of an owner account.
+    ///
+    /// # Panics
+    /// If the simulator has no such owner: a mistake in the calling test.
+    fn owner(state: &State, account: &str) -> OwnerIx {
+        match state.owner_index(account) {
+            Some(owner) => owner,
+            None => {
+                panic!("{account} is not an owner account of this simulator (owners: {:?})", state.owner_accounts())
+            }
+        }
+    }
+
+    /// The owner accounts: the primary owner first, then `extra_owners` in order, then the accounts of roles that
+    /// have no dataset (they own nothing).
+    pub fn owners(&self) -> Vec<String> {
+        self.lock().owner_accounts()
+    }
+
+    /// The primary owner's images, in registration order (`golden-base-1`, `golden-base-2`, …, then any
+    /// `register_image`).
     pub fn image_ids(&self) -> Vec<String> {
-        self.with(|s| s.images().iter().map(|i| i.id.clone()).collect())
+        self.with(|s| s.images(PRIMARY).iter().map(|i| i.id.clone()).collect())
     }
 
-    /// Sorted. The owner account is not among them.
+    /// Like `image_ids`, for any owner account.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn image_ids_of(&self, owner: &str) -> Vec<String> {
+        self.with(|s| s.images(Self::owner(s, owner)).iter().map(|i| i.id.clone()).collect())
+    }
+
+    /// The primary owner's consumer accounts, sorted. The owner account is not among them.
     pub fn account_ids(&self) -> Vec<String> {
-        self.with(|s| s.accounts().to_vec())
+        self.with(|s| s.accounts(PRIMARY).to_vec())
     }
 
-    /// Ground truth: for each image, the entries of its NEWEST AVAILABLE unexpired report (by creationTime), sorted.
-    /// Images without an available report, or whose newest one is empty, contribute nothing.
+    /// Like `account_ids`, for any owner account.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn account_ids_of(&self, owner: &str) -> Vec<String> {
+        self.with(|s| s.accounts(Self::owner(s, owner)).to_vec())
+    }
+
+    /// Ground truth of the primary owner: for each image, the entries of its NEWEST AVAILABLE unexpired report (by
+    /// creationTime), sorted. Images without an available report, or whose newest one is empty, contribute nothing.
+    /// A deregistered image's reports count until they expire.
     pub fn ground_truth(&self) -> Vec<TruthEntry> {
-        self.with(|s| s.ground_truth())
+        self.with(|s| s.ground_truth(PRIMARY))
     }
 
-    /// Requests served, per Action (including errors), e.g. `{"DescribeImageUsageReports": 3}`. A request without
-    /// an Action counts as `(none)`. Admin endpoints are not counted.
+    /// Like `ground_truth`, for any owner account.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn ground_truth_of(&self, owner: &str) -> Vec<TruthEntry> {
+        self.with(|s| s.ground_truth(Self::owner(s, owner)))
+    }
+
+    /// Requests served, per Action (including errors, and STS's `AssumeRole`), e.g.
+    /// `{"DescribeImageUsageReports": 3}`. A request without an Action counts as `(none)`. Admin endpoints are not
+    /// counted.
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
         self.lock().request_counts()
+    }
+
+    /// Requests served per (account, Region, Action), counted like `request_counts`. The account is the one the
+    /// request's access key belongs to (see README, "Owners and roles"); the Region is that of its credential
+    /// scope, or `(none)` for an unsigned request.
+    pub fn request_counts_by(&self) -> BTreeMap<(String, String, String), u64> {
+        self.lock().request_counts_by()
+    }
+
+    /// Every well-formed STS `AssumeRole` request, granted or denied, oldest first (the newest 100,000):
+    /// (role ARN, external ID, session name).
+    pub fn assume_role_calls(&self) -> Vec<(String, Option<String>, String)> {
+        self.lock().sts.calls()
     }
 
     /// Real arrival times of the requests of one Action (as counted by `request_counts`, faulted ones included),
@@ -131,25 +200,56 @@ impl Simulator {
     /// # Panics
     /// If there is no such report (unknown or already expired).
     pub fn expire_report(&self, report_id: &str) {
-        let known = self.with(|s| s.delete_report(report_id).is_ok());
+        let known = self.with(|s| s.owner_of_report(report_id).is_some_and(|o| s.delete_report(o, report_id).is_ok()));
         assert!(known, "expire_report: {report_id} is not a report of this simulator");
     }
 
-    /// All unexpired reports, by image then creation time.
+    /// All unexpired reports of the primary owner, by image then creation time.
     pub fn reports(&self) -> Vec<ReportView> {
-        self.with(|s| s.reports().iter().map(|r| r.view()).collect())
+        self.with(|s| s.reports(PRIMARY).iter().map(|r| r.view()).collect())
     }
 
-    /// Removes the account from the CURRENT usage of every image: reports that become available afterwards do not
-    /// contain it; existing reports are immutable snapshots.
+    /// Like `reports`, for any owner account.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn reports_of(&self, owner: &str) -> Vec<ReportView> {
+        self.with(|s| s.reports(Self::owner(s, owner)).iter().map(|r| r.view()).collect())
+    }
+
+    /// A new image of `owner`, created now, with these tags (and no others), no usage and no reports. Its ID is
+    /// the next of the owner's deterministic sequence. Give it usage with `set_usage`.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn register_image(&self, owner: &str, name: &str, tags: &[(&str, &str)]) -> String {
+        self.with(|s| {
+            let owner = Self::owner(s, owner);
+            s.register_image(owner, name, tags)
+        })
+    }
+
+    /// Deregisters an image, as EC2 does: it disappears from `DescribeImages`, and creating a report for it gets
+    /// `InvalidAMIID.NotFound`; its reports stay until they expire (a pending one completes with no entries).
+    ///
+    /// # Panics
+    /// If `image_id` is not a registered image of this simulator.
+    pub fn deregister_image(&self, image_id: &str) {
+        let known = self.with(|s| s.deregister_image(image_id));
+        assert!(known, "deregister_image: {image_id} is not an image of this simulator");
+    }
+
+    /// Removes the account from the CURRENT usage of every image of every owner: reports that become available
+    /// afterwards do not contain it; existing reports are immutable snapshots.
     pub fn remove_account(&self, account_id: &str) {
         self.with(|s| s.remove_account(account_id));
     }
 
-    /// Sets the current usage of one (image, account, resource type); a count of zero or less removes it.
+    /// Sets the current usage of one (image, account, resource type), whoever owns the image; a count of zero or
+    /// less removes it.
     ///
     /// # Panics
-    /// If `image_id` is not an image of the dataset: that is a mistake in the calling test, better reported loudly.
+    /// If `image_id` is not a registered image of any owner: that is a mistake in the calling test, better reported loudly.
     pub fn set_usage(&self, image_id: &str, account_id: &str, resource_type: &str, count: i64) {
         let known = self.with(|s| s.set_usage(image_id, account_id, resource_type, count));
         assert!(known, "set_usage: {image_id} is not an image of this simulator");
@@ -157,9 +257,10 @@ impl Simulator {
 
     /// As if someone created a report in the console and it just finished: available at once, entries = current
     /// usage, creation time now (strictly after the image's previous report), usual parameters. Returns its ID.
+    /// The image may belong to any owner.
     ///
     /// # Panics
-    /// If `image_id` is not an image of the dataset.
+    /// If `image_id` is not a registered image of any owner.
     pub fn add_report(&self, image_id: &str) -> String {
         let id = self.with(|s| s.add_available_report(image_id));
         match id {
@@ -168,7 +269,8 @@ impl Simulator {
         }
     }
 
-    /// Every pending report becomes available (or error, per `create_outcome`) now, without waiting `pending_for`.
+    /// Every pending report of every owner becomes available (or error, per `create_outcome`) now, without waiting
+    /// `pending_for`.
     pub fn complete_pending(&self) {
         self.complete_pending_count();
     }

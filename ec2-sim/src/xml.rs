@@ -19,14 +19,20 @@ impl XmlWriter {
     /// `<{Action}Response xmlns=…><requestId>…</requestId>`; the caller adds the output members and calls `finish`.
     /// `root` is the full root element name, e.g. `DescribeImagesResponse`.
     pub(crate) fn success(root: &'static str, request_id: &str) -> Self {
+        let mut w = Self::document(root, EC2_NAMESPACE);
+        w.leaf("requestId", request_id);
+        w
+    }
+
+    /// Just the declaration and the open root element in `namespace`, for envelopes other than EC2's (STS).
+    pub(crate) fn document(root: &'static str, namespace: &str) -> Self {
         let mut w = Self { out: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"), open: Vec::new(), root };
         w.out.push('<');
         w.out.push_str(root);
         w.out.push_str(" xmlns=\"");
-        w.out.push_str(EC2_NAMESPACE);
+        w.out.push_str(&escape(namespace));
         w.out.push_str("\">\n");
         w.open.push(root);
-        w.leaf("requestId", request_id);
         w
     }
 
@@ -121,6 +127,20 @@ pub(crate) fn error_body(err: &Ec2Error, request_id: &str) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>\n    <Errors>\n        <Error>\n            \
          <Code>{}</Code>\n            <Message>{}</Message>\n        </Error>\n    </Errors>\n    \
          <RequestID>{}</RequestID>\n</Response>\n",
+        escape(&err.code),
+        escape(&err.message),
+        escape(request_id)
+    )
+}
+
+/// STS's error envelope (AWS Query protocol): `Type` is `Sender` for client errors, `Receiver` for server errors.
+pub(crate) fn sts_error_body(err: &Ec2Error, request_id: &str) -> String {
+    let kind = if err.status >= 500 { "Receiver" } else { "Sender" };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{}\">\n    <Error>\n        \
+         <Type>{kind}</Type>\n        <Code>{}</Code>\n        <Message>{}</Message>\n    </Error>\n    \
+         <RequestId>{}</RequestId>\n</ErrorResponse>\n",
+        crate::sts::STS_NAMESPACE,
         escape(&err.code),
         escape(&err.message),
         escape(request_id)
@@ -248,5 +268,24 @@ mod tests {
         assert!(doc.contains("<Code>InvalidAMIID.Malformed</Code>"));
         assert!(doc.contains("<Message>Invalid id: &quot;&lt;x&gt;&quot;</Message>"));
         assert!(doc.contains("<RequestID>rid</RequestID>"));
+    }
+
+    #[test]
+    fn sts_envelopes() {
+        let mut w = XmlWriter::document("GetCallerIdentityResponse", crate::sts::STS_NAMESPACE);
+        w.start("GetCallerIdentityResult");
+        w.leaf("Account", "111111111111");
+        let doc = w.finish();
+        assert_well_formed(&doc);
+        assert!(doc.contains("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"));
+        assert!(!doc.contains("requestId"));
+        let err = Ec2Error::new(403, "AccessDenied", "User: x & y");
+        let doc = sts_error_body(&err, "rid");
+        assert_well_formed(&doc);
+        assert!(doc.contains("<Error>\n        <Type>Sender</Type>\n        <Code>AccessDenied</Code>\n"));
+        assert!(doc.contains("<Message>User: x &amp; y</Message>"));
+        assert!(doc.contains("</Error>\n    <RequestId>rid</RequestId>\n</ErrorResponse>"));
+        let doc = sts_error_body(&Ec2Error::new(500, "InternalFailure", "x"), "rid");
+        assert!(doc.contains("<Type>Receiver</Type>"));
     }
 }

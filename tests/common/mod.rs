@@ -54,6 +54,7 @@ pub fn aws_command(endpoint: &str) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_ENDPOINT_URL_EC2", endpoint)
+        .env("AWS_ENDPOINT_URL_STS", endpoint)
         .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
         .env("AWS_SECRET_ACCESS_KEY", "secret")
         .env("AWS_REGION", "us-east-1")
@@ -200,6 +201,20 @@ pub async fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
     http_request(addr, "POST", path).await
 }
 
+/// Decodes a chunked HTTP/1.1 body (Prometheus's API answers that way).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+    }
+    out
+}
+
 /// Sends raw bytes and returns whatever comes back before the server closes (bounded).
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> Vec<u8> {
     let attempt = async {
@@ -223,7 +238,8 @@ async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, Strin
         let text = String::from_utf8_lossy(&raw).into_owned();
         let (head, body) = text.split_once("\r\n\r\n")?;
         let status = head.split(' ').nth(1)?.parse().ok()?;
-        Some((status, body.to_owned()))
+        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        Some((status, if chunked { dechunk(body) } else { body.to_owned() }))
     };
     match tokio::time::timeout(Duration::from_secs(10), attempt).await {
         Ok(Some(answer)) => answer,

@@ -9,7 +9,7 @@ use crate::error::Ec2Error;
 use crate::ids::{is_account_id, is_image_id};
 use crate::model::{CreateRequest, ResourceTypeSpec};
 use crate::query::Params;
-use crate::state::State;
+use crate::state::{OwnerIx, State};
 use crate::xml::XmlWriter;
 
 const KNOWN_RESOURCE_TYPES: [&str; 4] =
@@ -18,13 +18,13 @@ const MAX_ACCOUNT_IDS: usize = 200;
 const MAX_CLIENT_TOKEN: usize = 128;
 const MAX_TAGS: usize = 50;
 
-pub(super) fn handle(state: &mut State, params: &Params, request_id: &str) -> Result<String, Ec2Error> {
-    let extra_types = &state.config.dataset.resource_types;
+pub(super) fn handle(state: &mut State, owner: OwnerIx, params: &Params, request_id: &str) -> Result<String, Ec2Error> {
+    let extra_types = &state.spec(owner).resource_types;
     let (request, client_token) = parse(params, extra_types)?;
     if params.dry_run()? {
         return Err(Ec2Error::dry_run());
     }
-    let report_id = state.create_report(request, client_token)?;
+    let report_id = state.create_report(owner, request, client_token)?;
     let mut w = XmlWriter::success("CreateImageUsageReportResponse", request_id);
     w.leaf("reportId", &report_id);
     Ok(w.finish())

@@ -9,7 +9,7 @@ use crate::error::Ec2Error;
 use crate::model::{ReportState, UsageEntry};
 use crate::pagination::paginate;
 use crate::query::Params;
-use crate::state::State;
+use crate::state::{OwnerIx, State};
 use crate::timefmt::format_millis;
 use crate::xml::XmlWriter;
 
@@ -24,7 +24,7 @@ struct Row<'a> {
     entry: &'a UsageEntry,
 }
 
-pub(super) fn handle(state: &mut State, params: &Params, request_id: &str) -> Result<String, Ec2Error> {
+pub(super) fn handle(state: &mut State, owner: OwnerIx, params: &Params, request_id: &str) -> Result<String, Ec2Error> {
     let image_ids = params.id_list("ImageId", MAX_IDS)?;
     check_image_ids(&image_ids)?;
     let report_ids = params.id_list("ReportId", MAX_IDS)?;
@@ -35,11 +35,11 @@ pub(super) fn handle(state: &mut State, params: &Params, request_id: &str) -> Re
         return Err(Ec2Error::dry_run());
     }
     // AWS publishes no error code for this; see the README.
-    if let Some(missing) = report_ids.iter().find(|id| !state.reports().iter().any(|r| &r.id == *id)) {
+    if let Some(missing) = report_ids.iter().find(|id| !state.reports(owner).iter().any(|r| &r.id == *id)) {
         return Err(Ec2Error::unknown_report(missing));
     }
     let mut rows: Vec<Row<'_>> = state
-        .reports()
+        .reports(owner)
         .iter()
         .filter(|r| r.state == ReportState::Available)
         .filter(|r| image_ids.is_empty() || image_ids.contains(&r.request.image_id))

@@ -4,7 +4,7 @@ use crate::error::Ec2Error;
 use crate::model::Image;
 use crate::pagination::paginate;
 use crate::query::Params;
-use crate::state::State;
+use crate::state::{OwnerIx, State};
 use crate::timefmt::format_millis;
 use crate::xml::XmlWriter;
 
@@ -12,7 +12,7 @@ use super::{check_filter_names, check_image_ids, tag_filter_matches, write_tags}
 
 const FILTERS: [&str; 7] = ["name", "state", "image-id", "owner-id", "architecture", "is-public", "image-type"];
 
-pub(super) fn handle(state: &mut State, params: &Params, request_id: &str) -> Result<String, Ec2Error> {
+pub(super) fn handle(state: &mut State, owner: OwnerIx, params: &Params, request_id: &str) -> Result<String, Ec2Error> {
     let image_ids = params.id_list("ImageId", usize::MAX)?;
     check_image_ids(&image_ids)?;
     let owners = params.list("Owner");
@@ -22,15 +22,15 @@ pub(super) fn handle(state: &mut State, params: &Params, request_id: &str) -> Re
     if params.dry_run()? {
         return Err(Ec2Error::dry_run());
     }
-    let missing: Vec<&str> = image_ids.iter().filter(|id| !state.has_image(id)).map(String::as_str).collect();
+    let missing: Vec<&str> = image_ids.iter().filter(|id| !state.has_image(owner, id)).map(String::as_str).collect();
     if !missing.is_empty() {
         return Err(Ec2Error::image_not_found(&missing));
     }
     let selected: Vec<&Image> = state
-        .images()
+        .images(owner)
         .iter()
         .filter(|i| image_ids.is_empty() || image_ids.contains(&i.id))
-        // `self` means the caller, and the simulated caller is the owner of every image.
+        // `self` means the caller, which owns every image it can see (images are never shared between owners).
         .filter(|i| owners.is_empty() || owners.iter().any(|o| o == "self" || o == &i.owner_id))
         .filter(|i| {
             filters.iter().all(|f| match f.name.as_str() {

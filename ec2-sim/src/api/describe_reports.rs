@@ -4,7 +4,7 @@ use crate::error::Ec2Error;
 use crate::model::{Report, ReportState};
 use crate::pagination::paginate;
 use crate::query::Params;
-use crate::state::State;
+use crate::state::{OwnerIx, State};
 use crate::timefmt::format_millis;
 use crate::xml::XmlWriter;
 
@@ -12,7 +12,7 @@ use super::{check_filter_names, check_image_ids, tag_filter_matches, write_tags}
 
 const MAX_IDS: usize = 200;
 
-pub(super) fn handle(state: &mut State, params: &Params, request_id: &str) -> Result<String, Ec2Error> {
+pub(super) fn handle(state: &mut State, owner: OwnerIx, params: &Params, request_id: &str) -> Result<String, Ec2Error> {
     let image_ids = params.id_list("ImageId", MAX_IDS)?;
     check_image_ids(&image_ids)?;
     let report_ids = params.id_list("ReportId", MAX_IDS)?;
@@ -24,11 +24,11 @@ pub(super) fn handle(state: &mut State, params: &Params, request_id: &str) -> Re
     }
     // Asking for a report that does not exist (or has expired) is an error, as with other EC2 IDs, rather than an
     // empty answer that would hide the mistake.
-    if let Some(missing) = report_ids.iter().find(|id| !state.reports().iter().any(|r| &r.id == *id)) {
+    if let Some(missing) = report_ids.iter().find(|id| !state.reports(owner).iter().any(|r| &r.id == *id)) {
         return Err(Ec2Error::unknown_report(missing));
     }
     let selected: Vec<&Report> = state
-        .reports()
+        .reports(owner)
         .iter()
         .filter(|r| image_ids.is_empty() || image_ids.contains(&r.request.image_id))
         .filter(|r| report_ids.is_empty() || report_ids.contains(&r.id))

@@ -41,7 +41,7 @@ fn err(sim: &Simulator, pairs: &[(&str, &str)]) -> (u16, String) {
 }
 
 /// Text of every `<tag>…</tag>` leaf, in document order.
-fn texts(doc: &str, tag: &str) -> Vec<String> {
+pub(crate) fn texts(doc: &str, tag: &str) -> Vec<String> {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");
     let mut out = Vec::new();
@@ -59,7 +59,7 @@ fn texts(doc: &str, tag: &str) -> Vec<String> {
 }
 
 /// Element paths in document order, first occurrence only: the "shape" of a document regardless of its data.
-fn shape(doc: &str) -> Vec<String> {
+pub(crate) fn shape(doc: &str) -> Vec<String> {
     let mut stack: Vec<&str> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();

@@ -21,11 +21,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, ApiResponse};
+use crate::api::{self, ApiResponse, Service};
 use crate::error::Ec2Error;
 use crate::query::Params;
 use crate::rng::mix64;
-use crate::state::State;
+use crate::sigv4::CredentialScope;
+use crate::state::{Caller, State};
 
 pub(crate) const ENTRIES: &str = "DescribeImageUsageReportEntries";
 pub(crate) const REPORTS: &str = "DescribeImageUsageReports";
@@ -46,7 +47,8 @@ const DOMAIN_FAULT: u64 = 0x6661_756c_7400_0004;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
-    /// EC2 action name, e.g. "DescribeImageUsageReports"; None = every operation.
+    /// Action name, e.g. "DescribeImageUsageReports" or "AssumeRole"; None = every EC2 operation (STS's only when
+    /// named).
     #[serde(default)]
     pub operation: Option<String>,
     pub fault: Fault,
@@ -72,13 +74,16 @@ pub enum Fault {
     /// Delay the answer by this much, then answer normally (or as another fault says). Other requests are not held
     /// up. The latencies of several rules hitting one request add up.
     Latency { millis: u64 },
-    /// HTTP 503, `RequestLimitExceeded`, "Request limit exceeded." The operation does not run.
+    /// HTTP 503, `RequestLimitExceeded`, "Request limit exceeded." (STS: HTTP 400 `Throttling`). The operation does
+    /// not run.
     Throttle,
-    /// HTTP 500, `InternalError`. The operation does not run.
+    /// HTTP 500, `InternalError` (STS: `InternalFailure`). The operation does not run.
     InternalError,
-    /// HTTP 403, `UnauthorizedOperation`, naming the action as IAM would. The operation does not run.
+    /// HTTP 403, `UnauthorizedOperation` (STS: `AccessDenied`), naming the caller and the action as IAM would. The
+    /// operation does not run, even for a dry run.
     Unauthorized,
-    /// HTTP 401, `AuthFailure`: the credentials were rejected. The operation does not run.
+    /// HTTP 401, `AuthFailure` (STS: HTTP 403 `InvalidClientTokenId`): the credentials were rejected. The operation
+    /// does not run.
     AuthFailure,
     /// The TCP connection is closed without a byte of response. The operation does not run.
     CloseConnection,
@@ -152,27 +157,42 @@ impl Fault {
         )
     }
 
-    /// The answer to a request refused before its operation runs, or None for faults that let it run.
-    fn refusal(&self, action: &str, owner_account: &str) -> Option<(Ec2Error, Delivery)> {
-        let err = match self {
-            Fault::Throttle => Ec2Error::new(503, "RequestLimitExceeded", "Request limit exceeded."),
-            Fault::InternalError => Ec2Error::new(500, "InternalError", "An internal error has occurred."),
-            Fault::Unauthorized => Ec2Error::new(
+    /// The answer to a request refused before its operation runs, or None for faults that let it run. `principal`
+    /// is the caller's ARN, named by the permission error.
+    fn refusal(&self, action: &str, principal: &str, service: Service) -> Option<(Ec2Error, Delivery)> {
+        let err = match (self, service) {
+            (Fault::Throttle, Service::Ec2) => Ec2Error::new(503, "RequestLimitExceeded", "Request limit exceeded."),
+            (Fault::Throttle, Service::Sts) => Ec2Error::new(400, "Throttling", "Rate exceeded"),
+            (Fault::InternalError, Service::Ec2) => {
+                Ec2Error::new(500, "InternalError", "An internal error has occurred.")
+            }
+            (Fault::InternalError, Service::Sts) => {
+                Ec2Error::new(500, "InternalFailure", "The request processing has failed because of an unknown error.")
+            }
+            (Fault::Unauthorized, Service::Ec2) => Ec2Error::new(
                 403,
                 "UnauthorizedOperation",
                 format!(
-                    "You are not authorized to perform this operation. User: arn:aws:iam::{owner_account}:user/x \
-                     is not authorized to perform: ec2:{action}"
+                    "You are not authorized to perform this operation. User: {principal} is not authorized to \
+                     perform: ec2:{action}"
                 ),
             ),
-            Fault::AuthFailure => {
+            (Fault::Unauthorized, Service::Sts) => Ec2Error::new(
+                403,
+                "AccessDenied",
+                format!("User: {principal} is not authorized to perform: sts:{action}"),
+            ),
+            (Fault::AuthFailure, Service::Ec2) => {
                 Ec2Error::new(401, "AuthFailure", "AWS was not able to validate the provided access credentials")
             }
+            (Fault::AuthFailure, Service::Sts) => {
+                Ec2Error::new(403, "InvalidClientTokenId", "The security token included in the request is invalid.")
+            }
             // Neither envelope reaches the client (the body is replaced or never sent); they give the log a code.
-            Fault::CloseConnection => {
+            (Fault::CloseConnection, _) => {
                 return Some((Ec2Error::new(500, "ConnectionClosed", "fault injection"), Delivery::Close));
             }
-            Fault::NotXml => return Some((Ec2Error::new(200, "NotXml", "fault injection"), Delivery::NotXml)),
+            (Fault::NotXml, _) => return Some((Ec2Error::new(200, "NotXml", "fault injection"), Delivery::NotXml)),
             _ => return None,
         };
         Some((err, Delivery::Normal))
@@ -218,8 +238,13 @@ impl FaultRule {
         self
     }
 
-    fn matches(&self, action: &str) -> bool {
-        self.limit != Some(0) && self.operation.as_deref().is_none_or(|op| op == action) && self.fault.fits(action)
+    /// A rule for every operation covers every EC2 operation; STS's only get the faults of rules that name them.
+    fn matches(&self, action: &str, service: Service) -> bool {
+        let named = match self.operation.as_deref() {
+            None => service == Service::Ec2,
+            Some(op) => op == action,
+        };
+        self.limit != Some(0) && named && self.fault.fits(action)
     }
 }
 
@@ -248,8 +273,8 @@ pub(crate) struct FaultSet {
     next_id: u64,
     phase: u64,
     hits: BTreeMap<String, u64>,
-    /// (action, next-page token, a report deleted with its page), newest last.
-    expired_pages: VecDeque<(String, String, String)>,
+    /// (owner account, action, next-page token, a report deleted with its page), newest last.
+    expired_pages: VecDeque<(String, String, String, String)>,
 }
 
 impl FaultSet {
@@ -289,12 +314,12 @@ impl FaultSet {
     /// Picks the faults for one request: the sum of the latencies of every rule that takes it, and the first other
     /// rule that takes it. Latency and refusals are spent here; faults that need the answer are spent by `execute`,
     /// only if they apply to it.
-    fn select(&mut self, action: &str) -> (Duration, Option<Chosen>) {
+    fn select(&mut self, action: &str, service: Service) -> (Duration, Option<Chosen>) {
         let mut delay = Duration::ZERO;
         let mut chosen: Option<Chosen> = None;
         let mut spent: Vec<u64> = Vec::new();
         for active in &mut self.rules {
-            if !active.rule.matches(action) {
+            if !active.rule.matches(action, service) {
                 continue;
             }
             let n = active.seen;
@@ -336,16 +361,17 @@ impl FaultSet {
         }
     }
 
-    fn remember_expired(&mut self, action: &str, token: String, report_id: String) {
+    fn remember_expired(&mut self, account: &str, action: &str, token: String, report_id: String) {
         if self.expired_pages.len() >= MAX_EXPIRED_PAGES {
             self.expired_pages.pop_front();
         }
-        self.expired_pages.push_back((action.to_string(), token, report_id));
+        self.expired_pages.push_back((account.to_string(), action.to_string(), token, report_id));
     }
 
-    fn expired_report(&self, action: &str, token: Option<&str>) -> Option<String> {
+    fn expired_report(&self, account: &str, action: &str, token: Option<&str>) -> Option<String> {
         let token = token.filter(|t| !t.is_empty())?;
-        self.expired_pages.iter().rev().find(|(a, t, _)| a == action && t == token).map(|(_, _, id)| id.clone())
+        let page = self.expired_pages.iter().rev().find(|(o, a, t, _)| o == account && a == action && t == token);
+        page.map(|(_, _, _, id)| id.clone())
     }
 }
 
@@ -379,26 +405,31 @@ pub(crate) struct Answer {
 #[derive(Debug)]
 pub(crate) struct Plan {
     action: String,
+    /// Who sent it, which decides whose data it sees. Fixed at arrival: a key is attributed once.
+    caller: Caller,
+    service: Service,
     /// How long to wait (without holding the lock) before `execute`.
     pub(crate) delay: Duration,
     fault: Option<Chosen>,
 }
 
-/// Counts and timestamps the request, and picks its faults.
-pub(crate) fn plan(state: &mut State, params: &Params) -> Plan {
+/// Attributes the request to a caller, counts and timestamps it, and picks its faults.
+pub(crate) fn plan(state: &mut State, params: &Params, scope: Option<&CredentialScope>) -> Plan {
     let action = api::action_name(params);
-    state.count_request(&action);
-    let (delay, fault) = state.faults.select(&action);
-    Plan { action, delay, fault }
+    let caller = state.caller(scope);
+    let service = Service::of(params, &caller);
+    state.count_request(&action, &caller);
+    let (delay, fault) = state.faults.select(&action, service);
+    Plan { action, caller, service, delay, fault }
 }
 
 /// Answers a planned request: refused, or run through `api::dispatch` and then mangled.
 pub(crate) fn execute(state: &mut State, params: &Params, plan: Plan) -> Answer {
-    let Plan { action, fault, .. } = plan;
+    let Plan { action, caller, service, fault, .. } = plan;
     if let Some(chosen) = &fault
-        && let Some((err, delivery)) = chosen.fault.refusal(&action, &state.config.dataset.owner_account)
+        && let Some((err, delivery)) = chosen.fault.refusal(&action, &caller.principal, service)
     {
-        let mut response = api::reject(state, action, &err);
+        let mut response = api::reject(state, service, action, &err);
         if delivery == Delivery::NotXml {
             response.status = 200;
             response.body = NOT_XML_BODY.to_string();
@@ -406,16 +437,16 @@ pub(crate) fn execute(state: &mut State, params: &Params, plan: Plan) -> Answer 
         return Answer { response, delivery };
     }
     // The consequence of an earlier `ExpireBetweenPages`, whatever the rules are now: the page's reports are gone.
-    if let Some(report_id) = state.faults.expired_report(&action, params.get("NextToken")) {
-        let response = api::reject(state, action, &Ec2Error::unknown_report(&report_id));
+    if let Some(report_id) = state.faults.expired_report(&caller.account, &action, params.get("NextToken")) {
+        let response = api::reject(state, service, action, &Ec2Error::unknown_report(&report_id));
         return Answer { response, delivery: Delivery::Normal };
     }
-    let mut response = api::dispatch(state, params, action);
+    let mut response = api::dispatch(state, params, action, &caller);
     let mut delivery = Delivery::Normal;
     // The rule may have been replaced or spent while this request slept through its latency.
     if let Some(chosen) = fault
         && state.faults.is_live(chosen.rule)
-        && let Some(how) = mangle_answer(state, params, &mut response, &chosen.fault)
+        && let Some(how) = mangle_answer(state, params, &caller, &mut response, &chosen.fault)
     {
         state.faults.spend(chosen.rule);
         delivery = how;
@@ -424,7 +455,13 @@ pub(crate) fn execute(state: &mut State, params: &Params, plan: Plan) -> Answer 
 }
 
 /// Applies a fault that needs the operation's answer; None (and the answer untouched) when it does not apply.
-fn mangle_answer(state: &mut State, params: &Params, response: &mut ApiResponse, fault: &Fault) -> Option<Delivery> {
+fn mangle_answer(
+    state: &mut State,
+    params: &Params,
+    caller: &Caller,
+    response: &mut ApiResponse,
+    fault: &Fault,
+) -> Option<Delivery> {
     let rewrite = |response: &mut ApiResponse, body: Option<String>| {
         body.map(|body| {
             response.body = body;
@@ -448,9 +485,9 @@ fn mangle_answer(state: &mut State, params: &Params, response: &mut ApiResponse,
             let first = reports.first()?.clone();
             for id in &reports {
                 // Already gone is fine: the point is that it is gone.
-                let _ = state.delete_report(id);
+                let _ = state.delete_report(caller.owner, id);
             }
-            state.faults.remember_expired(&response.action, token, first);
+            state.faults.remember_expired(&caller.account, &response.action, token, first);
             Some(Delivery::Normal)
         }
         Fault::Latency { .. }

@@ -23,7 +23,7 @@ fn call(sim: &Simulator, pairs: &[(&str, &str)]) -> Answer {
     for (k, v) in pairs {
         ser.append_pair(k, v);
     }
-    sim.answer_now(ser.finish().as_bytes())
+    sim.answer_now(ser.finish().as_bytes(), None)
 }
 
 fn texts(doc: &str, tag: &str) -> Vec<String> {
@@ -486,8 +486,9 @@ fn request_times_are_kept_per_operation_and_bounded() {
     assert!(sim.request_times("Nope").is_empty());
 
     let mut state = State::new(SimConfig::default());
+    let caller = state.caller(None);
     for _ in 0..MAX_REQUEST_TIMES + 5 {
-        state.count_request("X");
+        state.count_request("X", &caller);
     }
     assert_eq!(state.request_times("X").len(), MAX_REQUEST_TIMES);
     assert_eq!(state.request_counts().get("X"), Some(&(MAX_REQUEST_TIMES as u64 + 5)));

@@ -1,0 +1,223 @@
+//! End to end with a real Prometheus server (Debian's `prometheus` package): the simulator, the
+//! exporter and Prometheus on loopback. What Prometheus stores must equal the simulator's ground
+//! truth, the project's alert rules must load, and the unexpected-use alert must fire for a
+//! planted account. `promtool check metrics` must find nothing wrong with the exposition.
+//!
+//! Without the binaries the tests say so and pass, unless `AMI_USAGE_REQUIRE_PROMTOOL=1` (CI).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Exporter, Usage, WAIT, config_for, http_get, scraped_usage, simulator, truth};
+
+/// Whether `tool` is installed; fails the test when CI requires it.
+fn installed(tool: &str) -> bool {
+    let found = Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if !found {
+        assert!(
+            std::env::var("AMI_USAGE_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+            "{tool} is required (apt-get install prometheus)"
+        );
+        eprintln!("skipped: {tool} is not installed (apt-get install prometheus)");
+    }
+    found
+}
+
+/// A scratch directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("ami-usage-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create scratch dir");
+        Self(path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Prometheus server, killed when dropped.
+struct Prometheus {
+    child: Child,
+    addr: std::net::SocketAddr,
+    _dir: ScratchDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// The project's alert rules with every `for:` set to 0s, so that alerts fire within a test.
+fn rules_without_delay(from: &Path, to: &Path) {
+    let rules = std::fs::read_to_string(from).expect("deploy/prometheus/rules.yml");
+    let fast: String = rules
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("for:") {
+            Some(_) => format!("{}for: 0s\n", &line[..line.len() - line.trim_start().len()]),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(to, fast).expect("write rules");
+}
+
+fn start_prometheus(exporter: &Exporter) -> Prometheus {
+    let dir = ScratchDir::new("prometheus");
+    let rules = dir.0.join("rules.yml");
+    rules_without_delay(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/rules.yml")), &rules);
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nscrape_configs:\n  - job_name: ami-usage\n    static_configs:\n      - targets: ['{}']\n",
+        rules.display(),
+        exporter.addr
+    );
+    let config_path = dir.0.join("prometheus.yml");
+    std::fs::write(&config_path, config).expect("write prometheus.yml");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    Prometheus { child, addr, _dir: dir }
+}
+
+/// Queries Prometheus's HTTP API until `done` accepts the answer's `data`.
+async fn query_until(
+    prometheus: &Prometheus,
+    path: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT * 2;
+    loop {
+        let (status, body) = http_get(prometheus.addr, path).await;
+        if status == 200
+            && let Ok(answer) = serde_json::from_str::<serde_json::Value>(&body)
+            && done(&answer["data"])
+        {
+            return answer["data"].clone();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; last answer {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn series_of(data: &serde_json::Value) -> Usage {
+    let mut usage = BTreeMap::new();
+    for series in data["result"].as_array().into_iter().flatten() {
+        let label = |name: &str| series["metric"][name].as_str().unwrap_or_default().to_owned();
+        let value = series["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+        usage.insert((label("image_id"), label("account_id"), label("resource_type")), value);
+    }
+    usage
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_stores_the_ground_truth_and_fires_the_unexpected_use_alert() {
+    if !installed("prometheus") {
+        return;
+    }
+    let running = simulator(4, 8, Duration::from_secs(60)).await;
+    let sim = &running.sim;
+    let (expected, _) = truth(sim);
+    // Every account is expected but one that has usage: the planted one.
+    let planted = expected.keys().map(|(_, account, _)| account.clone()).next().expect("some usage");
+    let allowed: Vec<String> =
+        sim.account_ids().into_iter().filter(|a| *a != planted).map(|a| format!("'{a}'")).collect();
+    let extra = format!("poll_interval: 1s\naccounts:\n  expected: [{}]", allowed.join(", "));
+    let exporter = Exporter::start(&config_for(&sim.image_ids(), &extra), &running.endpoint_url());
+    exporter.wait_ready().await;
+    assert_eq!(scraped_usage(&exporter.scrape().await), expected);
+
+    let prometheus = start_prometheus(&exporter);
+    let stored = query_until(&prometheus, "/api/v1/query?query=ami_usage_resources", "the usage series", |d| {
+        d["result"].as_array().is_some_and(|r| r.len() == expected.len())
+    })
+    .await;
+    assert_eq!(series_of(&stored), expected, "Prometheus holds exactly the simulator's truth");
+
+    let rules = query_until(&prometheus, "/api/v1/rules", "the rules", |d| {
+        d["groups"].as_array().is_some_and(|g| !g.is_empty())
+    })
+    .await;
+    let group = &rules["groups"][0];
+    assert_eq!(group["name"], "ami-usage-exporter");
+    assert!(
+        group["rules"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|rule| rule["health"] == "ok" || rule["health"] == "unknown"))
+    );
+
+    let alerts = query_until(&prometheus, "/api/v1/alerts", "the unexpected-use alert", |d| {
+        d["alerts"].as_array().is_some_and(|alerts| {
+            alerts.iter().any(|a| a["labels"]["alertname"] == "AmiUsageUnexpectedAccount" && a["state"] == "firing")
+        })
+    })
+    .await;
+    let accounts: Vec<&str> = alerts["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["labels"]["alertname"] == "AmiUsageUnexpectedAccount")
+        .filter_map(|a| a["labels"]["account_id"].as_str())
+        .collect();
+    assert!(
+        !accounts.is_empty() && accounts.iter().all(|a| *a == planted),
+        "alerts for {accounts:?}, planted {planted}"
+    );
+    let firing: Vec<&str> = alerts["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["state"] == "firing")
+        .filter_map(|a| a["labels"]["alertname"].as_str())
+        .collect();
+    assert!(
+        firing.iter().all(|name| *name == "AmiUsageUnexpectedAccount"),
+        "a healthy exporter fires no other alert: {firing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_finds_no_problem_in_the_exposition() {
+    if !installed("promtool") {
+        return;
+    }
+    let running = simulator(3, 5, Duration::from_secs(60)).await;
+    let sim = &running.sim;
+    let extra = "poll_interval: 1h\naccounts:\n  expected: ['000000000000']\n  names: {'000000000000': nobody}";
+    let exporter = Exporter::start(&config_for(&sim.image_ids(), extra), &running.endpoint_url());
+    exporter.wait_ready().await;
+    let (status, body) = exporter.get("/metrics").await;
+    assert_eq!(status, 200);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    promtool.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write metrics");
+    let out = promtool.wait_with_output().expect("promtool finishes");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+}
