@@ -402,6 +402,29 @@ impl<'de> Deserialize<'de> for AccountFilter {
     }
 }
 
+/// Parses YAML into `T`; an error names the field it is about, as `(field path, reason)`.
+/// Shared by every file the exporter reads, so they all report mistakes the same way.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match path.as_str() {
+            "." => "(top level)".to_owned(),
+            // An empty key: name it as written, so the error still points at something.
+            "" => "\"\"".to_owned(),
+            p if p.ends_with('.') => format!("{p}\"\""),
+            _ => path,
+        };
+        let message = e.into_inner().to_string();
+        // yaml_serde may start its message with a (shorter) path of its own; say it once.
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if field.starts_with(head) => rest.to_owned(),
+            _ => message,
+        };
+        (field, message)
+    })
+}
+
 impl Discovery {
     fn validate(&self) -> Result<(), (String, String)> {
         let fail = |field: &str, message: String| Err((field.to_owned(), message));
@@ -435,24 +458,7 @@ impl Config {
 
     /// Parses and validates YAML text; the error is (field path, reason).
     pub fn from_yaml(text: &str) -> Result<Self, (String, String)> {
-        let deserializer = serde_yaml::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let field = match path.as_str() {
-                "." => "(top level)".to_owned(),
-                // An empty key: name it as written, so the error still points at something.
-                "" => "\"\"".to_owned(),
-                p if p.ends_with('.') => format!("{p}\"\""),
-                _ => path,
-            };
-            let message = e.into_inner().to_string();
-            // yaml_serde may start its message with a (shorter) path of its own; say it once.
-            let message = match message.split_once(": ") {
-                Some((head, rest)) if field.starts_with(head) => rest.to_owned(),
-                _ => message,
-            };
-            (field, message)
-        })?;
+        let config: Config = parse_yaml(text)?;
         config.validate()?;
         Ok(config)
     }

@@ -260,19 +260,8 @@ impl WebConfig {
     }
 
     fn parse(text: &str, files: &mut Files) -> Result<Self, FieldError> {
-        let deserializer = serde_yaml::Deserializer::from_str(text);
         // An empty file is valid (no TLS, no users), as in the toolkit.
-        let raw: Option<RawWebConfig> = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "(top level)".to_owned() } else { path };
-            let message = e.into_inner().to_string();
-            // yaml_serde may start its message with a (shorter) path of its own; say it once.
-            let message = match message.split_once(": ") {
-                Some((head, rest)) if field.starts_with(head) => rest.to_owned(),
-                _ => message,
-            };
-            (field, message)
-        })?;
+        let raw: Option<RawWebConfig> = crate::config::parse_yaml(text)?;
         let raw = raw.unwrap_or_default();
         if raw.rate_limit.is_some() {
             return fail("rate_limit", "not supported by this exporter; use --web.max-requests to bound load");
