@@ -89,7 +89,9 @@ fn start_prometheus(exporter: &Exporter) -> Prometheus {
     let config_path = dir.0.join("prometheus.yml");
     std::fs::write(&config_path, config).expect("write prometheus.yml");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let child = Command::new("prometheus")
+    let mut command = Command::new("prometheus");
+    common::die_with_parent(&mut command);
+    let child = command
         .arg(format!("--config.file={}", config_path.display()))
         .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
         .arg(format!("--web.listen-address={addr}"))

@@ -61,7 +61,27 @@ pub fn aws_command(endpoint: &str) -> Command {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    die_with_parent(&mut cmd);
     cmd
+}
+
+/// Makes the child die with the test process, even when the test binary is killed before the
+/// `Drop` that would stop it runs (a timeout, Ctrl-C): nothing is left running.
+pub fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: prctl is async-signal-safe, and the closure touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
 }
 
 impl Exporter {
