@@ -289,7 +289,24 @@ async fn watch_signals(shutdown: CancellationToken, reloads: mpsc::Sender<Reload
         }
     }
     shutdown.cancel();
+    // Shutdown is bounded whatever hangs: a second signal, or the deadline, ends the process.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                () = tokio::time::sleep(SHUTDOWN_DEADLINE) => {}
+            }
+            tracing::warn!("shutdown did not finish in time; exiting now");
+            std::process::exit(1);
+        }
+    }
 }
+
+/// The longest a graceful shutdown may take before the process exits anyway.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

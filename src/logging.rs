@@ -22,7 +22,11 @@ pub fn init(level: LogLevel, format: LogFormat) {
     };
     let others = if level == LogLevel::Debug { "info" } else { "warn" };
     let filter = EnvFilter::new(format!("{others},ami_usage_exporter={ours},ami_usage_demo={ours},ec2_sim={ours}"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A failed write (stderr closed because the log reader went away) must not matter: by
+    // default the subscriber reports it with eprintln!, which panics on that same broken pipe and
+    // takes down whatever task was logging (once, the signal handler: SIGTERM stopped working).
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),

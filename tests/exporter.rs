@@ -195,3 +195,38 @@ fn a_bad_config_names_the_field_and_exits_non_zero() {
         .expect("runs");
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
+
+/// A log reader that goes away (a restarted log shipper) must not stop the exporter, nor its
+/// handling of SIGTERM: failed log writes are dropped, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stderr_breaks_neither_serving_nor_sigterm() {
+    let running = simulator(2, 3, Duration::from_secs(60)).await;
+    let config = TempFile::new(&config_for(&running.sim.image_ids(), "poll_interval: 1s"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let mut child = aws_command(&running.endpoint_url())
+        .arg(format!("--config.file={}", config.0.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stderr.take()); // the reader is gone: every later log write fails
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = std::time::Instant::now() + WAIT;
+    while common::http_get(addr, "/-/ready").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // a few polls, each logging
+    assert_eq!(common::http_get(addr, "/metrics").await.0, 200, "still serving");
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGTERM ignored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
