@@ -513,6 +513,11 @@ async fn bounded<F: std::future::Future>(calls: Vec<F>, limit: usize) -> Vec<F::
 }
 
 /// Lists the reports of a Region's images (200 to a call) and its pinned reports.
+///
+/// Image batches are not split further for parallelism, unlike entry batches: every poll lists
+/// every image, so smaller batches would cost more calls in every poll, while the pages of a
+/// batch are few once superseded reports are deleted (one page of up to 1000 reports for 200
+/// images with a serving and perhaps a pending report each).
 async fn list_reports(
     target: &RegionTarget,
     images: &[String],
@@ -559,16 +564,44 @@ async fn list_reports(
     listing
 }
 
-/// Reads the entries of the given reports, 200 reports to a call; returns their usage, the
-/// reports whose call failed, and what was skipped.
+/// Splits the reports to read into DescribeImageUsageReportEntries calls of at most 200 reports
+/// (EC2's limit), sizes differing by one at most, and as many calls as request slots
+/// (`concurrency`), or a multiple of it, whenever there are that many reports.
+///
+/// The pages of one call follow one another. 200 unread reports in one call of 40 pages take 40
+/// page latencies while 3 of the 4 slots idle; 1000 in 5 calls of 200 take 80 (4 calls side by
+/// side, then the fifth alone). In 4 calls of 50, or 8 calls of 125, every slot works to the end:
+/// 10 and 50 latencies, the ideal of pages / slots. Each extra call costs at most one extra,
+/// partly filled page. It matters when many reports are new at once: a cold start, or a refresh
+/// of every image.
+pub fn entry_batches<T>(reports: &[T], concurrency: usize) -> Vec<&[T]> {
+    if reports.is_empty() {
+        return Vec::new();
+    }
+    let slots = concurrency.max(1);
+    let fewest = reports.len().div_ceil(MAX_IDS_PER_CALL);
+    let count = fewest.div_ceil(slots).saturating_mul(slots).min(reports.len());
+    let (size, larger) = (reports.len() / count, reports.len() % count);
+    let mut rest = reports;
+    (0..count)
+        .map(|i| {
+            let (batch, tail) = rest.split_at(size + usize::from(i < larger));
+            rest = tail;
+            batch
+        })
+        .collect()
+}
+
+/// Reads the entries of the given reports, in the calls `entry_batches` splits them into;
+/// returns their usage, the reports whose call failed, and what was skipped.
 async fn read_entries(
     target: &RegionTarget,
     reports: &[&UsageReport],
     query: &EntryQuery,
     concurrency: usize,
 ) -> (Vec<(String, ReportUsage)>, HashMap<String, ApiError>, Skipped) {
-    let calls: Vec<_> = reports
-        .chunks(MAX_IDS_PER_CALL)
+    let calls: Vec<_> = entry_batches(reports, concurrency)
+        .into_iter()
         .map(|batch| async move {
             let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
             (batch, target.api.describe_entries(&ids, query).await)
@@ -603,4 +636,47 @@ async fn read_entries(
         }
     }
     (read, failed, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batches(unread: usize, concurrency: usize) -> Vec<usize> {
+        let reports: Vec<usize> = (0..unread).collect();
+        let split = entry_batches(&reports, concurrency);
+        assert_eq!(split.concat(), reports, "every report once, in order");
+        split.iter().map(|b| b.len()).collect()
+    }
+
+    #[test]
+    fn entry_batches_give_every_request_slot_work() {
+        assert_eq!(batches(10, 4), [3, 3, 2, 2], "10 reports, 4 in flight: 4 calls");
+        assert_eq!(batches(5, 4), [2, 1, 1, 1]);
+        assert_eq!(batches(4, 4), [1, 1, 1, 1]);
+        assert_eq!(batches(3, 4), [1, 1, 1], "fewer reports than slots: one each");
+        assert_eq!(batches(1, 4), [1]);
+        assert!(batches(0, 4).is_empty());
+        assert_eq!(batches(200, 4), [50; 4], "not one call of 200 with three slots idle");
+        assert_eq!(batches(800, 4), [200; 4]);
+        assert_eq!(batches(1000, 4), [125; 8], "two full rounds, not four calls and then one alone");
+        assert_eq!(batches(1000, 1), [200; 5], "never more than EC2's 200 IDs per call");
+        assert_eq!(batches(9, 1), [9], "one slot: one call");
+        assert_eq!(batches(9, 0), [9], "a zero limit is treated as one");
+        for unread in 1..=1200 {
+            for concurrency in 1..=16 {
+                let b = batches(unread, concurrency);
+                let fewest = unread.div_ceil(MAX_IDS_PER_CALL);
+                if unread >= concurrency {
+                    assert_eq!(b.len() % concurrency, 0, "whole rounds: {unread}/{concurrency}: {b:?}");
+                    // At most one call per slot more than EC2's limit needs.
+                    assert!(b.len() < fewest + concurrency, "{unread}/{concurrency}: {b:?}");
+                } else {
+                    assert_eq!(b.len(), unread, "one report per call when slots outnumber reports");
+                }
+                assert!(b.iter().all(|n| (1..=MAX_IDS_PER_CALL).contains(n)), "{unread}/{concurrency}: {b:?}");
+                assert!(b.iter().max().unwrap_or(&0) - b.iter().min().unwrap_or(&0) <= 1, "balanced: {b:?}");
+            }
+        }
+    }
 }
