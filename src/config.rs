@@ -141,6 +141,10 @@ pub struct ReportPolicy {
     pub create: bool,
     /// A report older than this is replaced by a new one (when `create` is on).
     pub max_age: PositiveDuration,
+    /// Delete the exporter's own reports once a newer one serves (when `create` is on), so that
+    /// an image keeps one or two reports instead of 30 days of them, and listing its reports
+    /// stays one page.
+    pub delete_superseded: bool,
     /// A report pending longer than this is logged and counted as stuck. AWS documents no
     /// build time; its own waiter gives up after 10 minutes.
     pub pending_timeout: PositiveDuration,
@@ -156,6 +160,7 @@ impl Default for ReportPolicy {
         Self {
             create: true,
             max_age: PositiveDuration(Duration::from_secs(24 * 3600)),
+            delete_superseded: true,
             pending_timeout: PositiveDuration(Duration::from_secs(3600)),
             resource_types: ResourceTypes::default(),
             account_ids: AccountFilter::default(),
@@ -555,6 +560,7 @@ aws:
 reports:
   create: true
   max_age: 24h
+  delete_superseded: false
   resource_types:
     - ec2:Instance
     - type: ec2:LaunchTemplate
@@ -586,6 +592,7 @@ targets:
         assert_eq!(c.poll_interval.get(), Duration::from_secs(300));
         assert_eq!(c.aws.retry_mode, RetryMode::Adaptive);
         assert_eq!(c.aws.page_size.get(), 500);
+        assert!(!c.reports.delete_superseded);
         let types: Vec<_> = c.reports.resource_types.iter().map(|t| (t.name(), t.version_depth())).collect();
         assert_eq!(
             types,
@@ -603,6 +610,7 @@ targets:
         assert_eq!(c.poll_interval.get(), Duration::from_secs(300));
         assert_eq!(c.reports.max_age.get(), Duration::from_secs(86_400));
         assert!(c.reports.create);
+        assert!(c.reports.delete_superseded);
         assert_eq!(c.reports.resource_types, ResourceTypes::default());
         assert!(c.reports.account_ids.is_all());
         assert_eq!(c.aws, AwsSettings::default());

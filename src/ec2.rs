@@ -22,6 +22,9 @@ use crate::metrics::ApiMetrics;
 use crate::report::{CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, ReportParams, ReportState, UsageReport};
 use crate::snapshot::Entry;
 
+/// A well-formed report ID that names no report, for the DryRun permission check of
+/// DeleteImageUsageReport.
+const DRY_RUN_REPORT_ID: &str = "amiur-00000000000000000";
 /// A paginated call that needs more pages than this is treated as broken, not followed forever.
 const MAX_PAGES: usize = 10_000;
 /// No account runs a billion resources from one AMI (EC2 quotas are in the thousands); a larger
@@ -293,6 +296,31 @@ impl Ec2Reports {
     }
 }
 
+impl Ec2Reports {
+    /// Deletes a report before EC2 expires it. An unknown report ID (another replica deleted it
+    /// first, or it expired) is an error like any other; the caller decides what it means.
+    pub async fn delete_report(&self, report_id: &str) -> Result<(), ApiError> {
+        const OP: &str = "DeleteImageUsageReport";
+        let permit = self.permit().await;
+        let out = self
+            .client
+            .delete_image_usage_report()
+            .report_id(report_id)
+            .send()
+            .await
+            .map_err(|e| ApiError::from_sdk(OP, e))?;
+        drop(permit);
+        match out.r#return() {
+            Some(false) => Err(ApiError {
+                operation: OP,
+                code: RESPONSE_ERROR.to_owned(),
+                message: format!("EC2 answered return=false for {report_id}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What a DryRun call said about one permission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Permission {
@@ -303,25 +331,20 @@ pub enum Permission {
     Unknown(String),
 }
 
+/// Whether an error code means the call is not allowed (a missing IAM permission, rejected or
+/// missing credentials), so that repeating it soon is pointless.
+pub fn is_denied(code: &str) -> bool {
+    ["UnauthorizedOperation", "AuthFailure", "Blocked", "OptInRequired", "AccessDenied", CREDENTIALS_ERROR]
+        .contains(&code)
+}
+
 impl Permission {
     fn from_dry_run<T>(result: Result<T, ApiError>) -> Self {
         match result {
             // DryRun never succeeds: EC2 answers DryRunOperation when the call would have.
             Ok(_) => Permission::Allowed,
             Err(e) if e.code == "DryRunOperation" => Permission::Allowed,
-            Err(e)
-                if [
-                    "UnauthorizedOperation",
-                    "AuthFailure",
-                    "Blocked",
-                    "OptInRequired",
-                    "AccessDenied",
-                    crate::aws::CREDENTIALS_ERROR,
-                ]
-                .contains(&e.code.as_str()) =>
-            {
-                Permission::Denied(e.code)
-            }
+            Err(e) if is_denied(&e.code) => Permission::Denied(e.code),
             Err(e) => Permission::Unknown(format!("{}: {}", e.code, e.message)),
         }
     }
@@ -415,6 +438,18 @@ impl Ec2Reports {
                 None => Permission::Unknown("no image known yet to try it with".to_owned()),
             };
             checks.push(("CreateImageUsageReport", outcome));
+        }
+        if policy.create && policy.delete_superseded {
+            // No report is needed: DryRun checks the permission before the ID.
+            let result = self
+                .client
+                .delete_image_usage_report()
+                .report_id(DRY_RUN_REPORT_ID)
+                .dry_run(true)
+                .send()
+                .await
+                .map_err(|e| ApiError::from_sdk("DeleteImageUsageReport", e));
+            checks.push(("DeleteImageUsageReport", Permission::from_dry_run(result)));
         }
         checks
     }

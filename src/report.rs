@@ -141,6 +141,35 @@ pub fn failed_in_window(reports: &ImageReports<'_>, now: SystemTime, max_age: Du
     reports.errors.iter().filter(|r| window_of(r.created, max_age) == window).count()
 }
 
+/// The image's reports that the exporter may delete now that `serving` serves the image (and its
+/// entries have been read): the exporter's own reports (tagged `created-by=ami-usage-exporter`),
+/// not pinned, answering the same question (`usable`), that are either `available` and older
+/// than `serving` (a newer report replaced them) or in `error` and created before the current
+/// refresh window. Error reports of the current window stay: `failed_in_window` counts them for
+/// the client token. Pending reports, reports made by people or other tools, and reports with
+/// other parameters (another deployment's, or ours from before a configuration change) are never
+/// selected; the latter expire after 30 days.
+pub fn superseded<'a>(
+    reports: &'a [UsageReport],
+    serving: &UsageReport,
+    usable: impl Fn(&UsageReport) -> bool,
+    pinned: impl Fn(&str) -> bool,
+    now: SystemTime,
+    max_age: Duration,
+) -> Vec<&'a UsageReport> {
+    let window = window_of(now, max_age);
+    reports
+        .iter()
+        .filter(|r| r.id != serving.id && r.created_by_exporter && !pinned(&r.id) && usable(r))
+        .filter(|r| match &r.state {
+            // The same order as `classify`, so the report it picked is never "older" than another.
+            ReportState::Available => (r.created, &r.id) < (serving.created, &serving.id),
+            ReportState::Error { .. } => window_of(r.created, max_age) < window,
+            ReportState::Pending | ReportState::Other(_) => false,
+        })
+        .collect()
+}
+
 /// The idempotency token of a CreateImageUsageReport call.
 ///
 /// It is the same for the same image, the same report parameters, the same refresh window
@@ -306,6 +335,80 @@ mod tests {
         let sorted = classify(&reports, |_| true);
         assert_eq!(failed_in_window(&sorted, at(day * 3 + 500), Duration::from_secs(day)), 2);
         assert_eq!(failed_in_window(&sorted, at(day * 4), Duration::from_secs(day)), 0);
+    }
+
+    fn ours(id: &str, state: ReportState, created: u64) -> UsageReport {
+        UsageReport { created_by_exporter: true, ..report(id, state, created) }
+    }
+
+    fn deletable(reports: &[UsageReport], serving: &str, pinned: &[&str], now: u64, max_age: u64) -> Vec<String> {
+        let wanted = policy_params();
+        let serving = reports.iter().find(|r| r.id == serving).expect("serving report listed");
+        superseded(
+            reports,
+            serving,
+            |r| r.params == wanted,
+            |id| pinned.contains(&id),
+            at(now),
+            Duration::from_secs(max_age),
+        )
+        .into_iter()
+        .map(|r| r.id.clone())
+        .collect()
+    }
+
+    #[test]
+    fn older_own_available_reports_are_superseded() {
+        let reports = [
+            ours("amiur-1", ReportState::Available, 100),
+            ours("amiur-2", ReportState::Available, 200),
+            ours("amiur-3", ReportState::Available, 300),
+        ];
+        assert_eq!(deletable(&reports, "amiur-3", &[], 400, 1000), ["amiur-1", "amiur-2"]);
+        // Never the serving report, never a newer one.
+        assert_eq!(deletable(&reports, "amiur-2", &[], 400, 1000), ["amiur-1"]);
+        assert!(deletable(&reports, "amiur-1", &[], 400, 1000).is_empty());
+    }
+
+    #[test]
+    fn equal_creation_times_order_by_id_like_classify() {
+        let reports = [ours("amiur-a", ReportState::Available, 5), ours("amiur-b", ReportState::Available, 5)];
+        let serving = classify(&reports, |_| true).newest_available.map(|r| r.id.clone()).expect("one serves");
+        assert_eq!(serving, "amiur-b");
+        assert_eq!(deletable(&reports, &serving, &[], 10, 1000), ["amiur-a"]);
+    }
+
+    #[test]
+    fn reports_of_others_pinned_pending_or_with_other_parameters_stay() {
+        let mut narrow = ours("amiur-4", ReportState::Available, 40);
+        narrow.params = ReportParams::from_report([("ec2:Instance", None)], []);
+        let reports = [
+            report("amiur-1", ReportState::Available, 10), // made in the console: no tag
+            ours("amiur-2", ReportState::Available, 20),   // pinned in the configuration
+            ours("amiur-3", ReportState::Pending, 30),
+            narrow,
+            ours("amiur-5", ReportState::Other("archiving".into()), 50),
+            ours("amiur-6", ReportState::Available, 60),
+            ours("amiur-9", ReportState::Available, 900),
+        ];
+        assert_eq!(deletable(&reports, "amiur-9", &["amiur-2"], 1000, 10_000), ["amiur-6"]);
+    }
+
+    #[test]
+    fn error_reports_go_once_their_window_is_over() {
+        let day = 86_400;
+        let now = day * 3 + 500;
+        let reports = [
+            ours("amiur-1", error("x"), day * 2 + 10), // the previous window
+            ours("amiur-2", error("y"), day * 3 + 20), // this window: counted by failed_in_window
+            ours("amiur-3", error("z"), day * 4),      // a clock ahead of ours: not over yet
+            report("amiur-4", error("w"), day),        // not ours
+            ours("amiur-5", ReportState::Available, day * 3 + 100),
+        ];
+        assert_eq!(deletable(&reports, "amiur-5", &[], now, day), ["amiur-1"]);
+        let sorted = classify(&reports, |_| true);
+        assert_eq!(failed_in_window(&sorted, at(now), Duration::from_secs(day)), 1, "the kept one still counts");
+        assert_eq!(deletable(&reports, "amiur-5", &[], day * 5, day), ["amiur-1", "amiur-2", "amiur-3"]);
     }
 
     #[test]

@@ -217,6 +217,33 @@ fn every_json_file_under_deploy_parses() {
     }
 }
 
+/// The actions a permission policy allows, whether written as one string or a list.
+fn allowed_actions(file: &str) -> BTreeSet<String> {
+    let policy = json(&root().join("deploy/iam").join(file));
+    let statements = policy["Statement"].as_array().cloned().unwrap_or_default();
+    statements
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            serde_json::Value::String(action) => vec![action.clone()],
+            serde_json::Value::Array(actions) => actions.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Each policy allows what the exporter calls in its mode (`--check-permissions` checks the same
+/// actions): reading only, or also creating, tagging and deleting the superseded reports it made.
+#[test]
+fn iam_policies_allow_the_calls_of_their_mode() {
+    let reads = ["ec2:DescribeImageUsageReports", "ec2:DescribeImageUsageReportEntries"];
+    let read_only = allowed_actions("read-only-policy.json");
+    assert_eq!(read_only, reads.iter().map(|a| a.to_string()).collect(), "read-only-policy.json");
+    let managing = allowed_actions("report-managing-policy.json");
+    for action in reads.iter().chain(&["ec2:CreateImageUsageReport", "ec2:CreateTags", "ec2:DeleteImageUsageReport"]) {
+        assert!(managing.contains(*action), "report-managing-policy.json does not allow {action}");
+    }
+}
+
 #[test]
 fn iam_policies_are_well_formed() {
     let files = files_with_extension(&root().join("deploy/iam"), &["json"]);

@@ -65,6 +65,7 @@ mod gen_config {
         "retry_mode",
         "create",
         "max_age",
+        "delete_superseded",
         "pending_timeout",
         "resource_types",
         "account_ids",
