@@ -2,9 +2,10 @@
 //! where they are due, read the entries of reports not read before, and compose a snapshot.
 //!
 //! Cost is the design constraint. Reports are listed 200 images to a call; entries are read by
-//! report ID, 200 reports to a call, and only for reports never read before (an available report
-//! never changes), so a steady-state poll costs one DescribeImageUsageReports call per 200
-//! images and nothing else.
+//! report ID, up to 200 reports to a call, and only for reports never read before (an available
+//! report never changes); the exporter deletes its own reports once a newer one serves, so an
+//! image lists one or two reports, not 30 days of them. A steady-state poll therefore costs one
+//! DescribeImageUsageReports call (one page) per 200 images and nothing else.
 //!
 //! Failure is contained. The images of a failed call keep their last good data, marked by
 //! `ami_usage_image_poll_success 0`, for `staleness_limit`; the others refresh. A Region that
@@ -13,16 +14,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
 
 use crate::config::{Config, Discovery, EntryQuery, MAX_IDS_PER_CALL, ReportPolicy};
-use crate::ec2::{ApiError, Ec2Reports, ReportSelector, Skipped};
+use crate::ec2::{ApiError, Ec2Reports, ReportSelector, Skipped, is_denied};
 use crate::metrics::SelfMetrics;
 use crate::report::{
     Backoff, ImageReports, ReportParams, ReportState, UsageReport, classify, client_token, failed_in_window,
-    needs_new_report,
+    needs_new_report, superseded,
 };
 use crate::snapshot::{Entry, ImageStatus, ReportUsage, Snapshot};
 
@@ -30,6 +32,12 @@ use crate::snapshot::{Entry, ImageStatus, ReportUsage, Snapshot};
 const THROTTLED: &str = "RequestLimitExceeded";
 /// The longest a throttled Region waits between polls (or one poll interval, if longer).
 const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(3600);
+/// At most this many superseded reports are deleted per Region and poll: the 30 days of reports
+/// an upgrade finds are cleared over a few polls instead of in one burst of calls.
+pub const MAX_DELETIONS_PER_POLL: usize = 1000;
+/// The longest wait before trying to delete again after EC2 refused the permission (or one poll
+/// interval, if longer).
+const MAX_DELETE_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// The images and pinned reports of one Region of one owner account, with its client.
 pub struct RegionTarget {
@@ -54,6 +62,7 @@ pub struct PollStats {
     pub failed_images: usize,
     pub reports_created: usize,
     pub reports_read: usize,
+    pub reports_deleted: usize,
     pub series: usize,
     /// Regions skipped because EC2 throttled them recently.
     pub regions_backing_off: usize,
@@ -83,6 +92,8 @@ struct RegionMemory {
     pinned_images: HashMap<String, String>,
     /// Images whose last report creation failed, and when to try again.
     create_backoff: HashMap<String, Backoff>,
+    /// Set while EC2 refuses DeleteImageUsageReport (a missing IAM permission).
+    delete_backoff: Option<Backoff>,
     /// Set while EC2 throttles the Region.
     throttled: Option<Backoff>,
     /// Images found by discovery, and when.
@@ -236,6 +247,7 @@ impl Poller {
         for (id, usage) in read {
             self.cache.insert(id, Arc::new(usage));
         }
+        stats.reports_deleted += self.delete_superseded(index, &listing, &decisions, now).await;
 
         self.note_throttling(index, &errors, now);
         stats.credentials_failed |= errors.iter().any(|e| e.code == crate::aws::CREDENTIALS_ERROR);
@@ -488,6 +500,109 @@ impl Poller {
             outcomes.push(result);
         }
         outcomes
+    }
+
+    /// Deletes the exporter's own reports that a newer one replaced (`report::superseded`), for
+    /// the images whose serving report has been read. At most `MAX_DELETIONS_PER_POLL`, oldest
+    /// first. A failed deletion marks nothing failed: the report is still listed at the next poll
+    /// and tried again then. Deletions stop for the poll at the first throttling or refusal, and
+    /// a refusal (missing permission) waits a doubling interval before the next attempt. Returns
+    /// how many reports were deleted.
+    async fn delete_superseded(
+        &mut self,
+        index: usize,
+        listing: &Listing,
+        decisions: &HashMap<String, Decision>,
+        now: SystemTime,
+    ) -> usize {
+        let s = &self.settings;
+        if !(s.policy.create && s.policy.delete_superseded)
+            || self.memory[index].delete_backoff.is_some_and(|b| !b.allows(now))
+        {
+            return 0;
+        }
+        let target = &self.targets[index];
+        let pinned: HashSet<&str> = target.report_ids.iter().map(String::as_str).collect();
+        let usable = |r: &UsageReport| r.params == s.wanted;
+        let mut seen = HashSet::new();
+        let mut doomed: Vec<&UsageReport> = Vec::new();
+        for (image, decision) in decisions {
+            // Only once the serving report's usage is in hand: until then an older report may
+            // still be what the image shows.
+            let Some(serving) = decision.serving.as_ref().filter(|r| self.cache.contains_key(&r.id)) else { continue };
+            let Some(reports) = listing.by_image.get(image) else { continue };
+            let found = superseded(reports, serving, usable, |id| pinned.contains(id), now, s.policy.max_age.get());
+            doomed.extend(found.into_iter().filter(|r| seen.insert(r.id.as_str())));
+        }
+        if doomed.is_empty() {
+            return 0;
+        }
+        doomed.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        if doomed.len() > MAX_DELETIONS_PER_POLL {
+            tracing::debug!(aws_region = %target.region, superseded = doomed.len(), limit = MAX_DELETIONS_PER_POLL, "more superseded reports than one poll deletes; the rest follow in the next polls");
+            doomed.truncate(MAX_DELETIONS_PER_POLL);
+        }
+
+        let stop = AtomicBool::new(false);
+        let calls: Vec<_> = doomed
+            .iter()
+            .map(|report| {
+                let stop = &stop;
+                async move {
+                    if stop.load(Ordering::Relaxed) {
+                        return (*report, None);
+                    }
+                    let result = target.api.delete_report(&report.id).await;
+                    if result.as_ref().is_err_and(|e| e.code == THROTTLED || is_denied(&e.code)) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    (*report, Some(result))
+                }
+            })
+            .collect();
+        let results = bounded(calls, s.concurrency).await;
+
+        let region = target.region.clone();
+        let (mut deleted, mut failures, mut refused) = (0, Vec::new(), None);
+        for (report, result) in results {
+            match result {
+                None => {}
+                Some(Ok(())) => {
+                    deleted += 1;
+                    self.metrics.reports_deleted.with_label_values(&[&region]).inc();
+                    tracing::debug!(aws_region = %region, image_id = %report.image_id, report_id = %report.id, "deleted a superseded usage report");
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(aws_region = %region, image_id = %report.image_id, report_id = %report.id, error = %error, "cannot delete a superseded usage report");
+                    if is_denied(&error.code) {
+                        refused = Some(error.clone());
+                    }
+                    failures.push(error);
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(aws_region = %region, deleted, "deleted superseded usage reports");
+        }
+        let memory = &mut self.memory[index];
+        if let Some(error) = refused {
+            let cap = MAX_DELETE_BACKOFF.max(s.poll_interval);
+            let backoff = Backoff::after_failure(memory.delete_backoff, now, s.poll_interval, cap);
+            memory.delete_backoff = Some(backoff);
+            let retry_in = backoff.until().duration_since(now).unwrap_or_default();
+            tracing::warn!(
+                aws_region = %region,
+                error = %error,
+                retry_in = %humantime::format_duration(retry_in),
+                "cannot delete superseded usage reports: allow ec2:DeleteImageUsageReport, or set reports.delete_superseded: false"
+            );
+        } else {
+            memory.delete_backoff = None;
+            if let Some(error) = failures.first() {
+                tracing::warn!(aws_region = %region, failed = failures.len(), error = %error, "cannot delete some superseded usage reports; they are tried again at the next poll");
+            }
+        }
+        deleted
     }
 
     fn note_skipped(&self, region: &str, skipped: &Skipped, what: &str) {
