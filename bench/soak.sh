@@ -10,7 +10,8 @@
 #
 # Tunables (environment): SOAK_IMAGES (50), SOAK_ACCOUNTS (40), SOAK_SCRAPERS (4 curl loops),
 # SOAK_WRK_CONNECTIONS (16; 0 = no wrk burst), SOAK_RSS_LIMIT_KIB (10240), SOAK_RSS_LIMIT_PCT (20),
-# SOAK_EXPORTER and SOAK_SIM (binaries), SOAK_OUT (output directory).
+# SOAK_EXPORTER and SOAK_SIM (binaries), SOAK_EXPORTER_ARGS (extra flags, e.g. --log.level=debug),
+# SOAK_OUT (output directory).
 #
 # Everything listens on 127.0.0.1 only. Every process the script starts runs in its own process
 # group (setsid), and the EXIT/INT/TERM trap kills those groups, so nothing outlives the script.
@@ -23,9 +24,11 @@ SELF="$ROOT/bench/soak.sh"
 # --- internal mode: one scraper loop (started by the script itself, in its own process group) ---
 # Usage: soak.sh --scrape-loop URL END_EPOCH OUTFILE MODE
 # MODE: text, text-gzip, openmetrics (Accept of Prometheus 2.42), openmetrics-gzip (Accept of
-# Prometheus 3, and gzip as Prometheus asks for it). Writes "curl_exit http_code bytes body_check"
-# per scrape; every 25th body is kept and checked (complete exposition), the others go to
-# /dev/null. Bounded by the end time and an iteration cap.
+# Prometheus 3, and gzip as Prometheus asks for it). Writes one line per scrape:
+#   curl_exit http_code bytes body_check start_epoch time_connect time_first_byte time_total
+# Every 25th body is kept and checked (a complete exposition), the others go to /dev/null.
+# MODE probe: a light GET every 0.2 s, no body check (latency probe of /-/healthy, and of the
+# simulator as a control for stalls of the whole host). Bounded by the end time and an iteration cap.
 if [[ ${1:-} == --scrape-loop ]]; then
     url=$2 end=$3 out=$4 mode=$5
     case $mode in
@@ -33,6 +36,7 @@ if [[ ${1:-} == --scrape-loop ]]; then
     text-gzip) opts=(--compressed) ;;
     openmetrics) opts=(-H 'Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1') ;;
     openmetrics-gzip) opts=(--compressed -H 'Accept: application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1') ;;
+    probe) opts=() ;;
     *) exit 2 ;;
     esac
     body="$out.body"
@@ -40,11 +44,14 @@ if [[ ${1:-} == --scrape-loop ]]; then
     i=0 bad_kept=0
     while ((EPOCHSECONDS < end && i < max_iterations)); do
         target=/dev/null
-        ((i % 25 == 0)) && target=$body
+        [[ $mode != probe ]] && ((i % 25 == 0)) && target=$body
         rc=0
-        result=$(curl -s "${opts[@]}" -o "$target" -w '%{http_code} %{size_download}' --max-time 5 "$url") || rc=$?
+        started=$EPOCHREALTIME
+        result=$(curl -s "${opts[@]}" -o "$target" --max-time 5 "$url" \
+            -w '%{http_code} %{size_download} %{time_connect} %{time_starttransfer} %{time_total}') || rc=$?
+        read -r code bytes t_connect t_first t_total <<<"${result:-000 0 0 0 0}"
         check=-
-        if [[ $target != /dev/null && $rc == 0 && $result == 200\ * ]]; then
+        if [[ $target != /dev/null && $rc == 0 && $code == 200 ]]; then
             check=bad
             case $mode in
             openmetrics*) [[ $(tail -n 1 "$body") == '# EOF' ]] && grep -q '^ami_usage_polls_total ' "$body" && check=ok ;;
@@ -56,8 +63,9 @@ if [[ ${1:-} == --scrape-loop ]]; then
             cp "$body" "$out.bad-$i"
             bad_kept=$((bad_kept + 1))
         fi
-        printf '%s %s %s\n' "$rc" "${result:-000 0}" "$check"
+        printf '%s %s %s %s %s %s %s %s\n' "$rc" "$code" "$bytes" "$check" "$started" "$t_connect" "$t_first" "$t_total"
         i=$((i + 1))
+        if [[ $mode == probe ]]; then sleep 0.2; fi
     done >>"$out"
     exit 0
 fi
@@ -77,6 +85,7 @@ RSS_LIMIT_PCT=${SOAK_RSS_LIMIT_PCT:-20}
 EXPORTER=${SOAK_EXPORTER:-$ROOT/target/release/ami-usage-exporter}
 SIM=${SOAK_SIM:-$ROOT/target/release/ec2-sim}
 SAMPLE_EVERY=10
+read -r -a EXTRA_ARGS <<<"${SOAK_EXPORTER_ARGS:-}" # e.g. SOAK_EXPORTER_ARGS=--log.level=debug
 OUT=${SOAK_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/ami-soak.XXXXXX")}
 mkdir -p "$OUT"
 
@@ -219,7 +228,7 @@ CONFIG="$OUT/config.yml"
 start "$OUT/exporter.log" env -u AWS_PROFILE -u AWS_SESSION_TOKEN -u AWS_ENDPOINT_URL \
     AWS_ENDPOINT_URL_EC2="$SIM_URL" AWS_ACCESS_KEY_ID=soak AWS_SECRET_ACCESS_KEY=soak \
     AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
-    "$EXPORTER" --config.file="$CONFIG" --web.listen-address=127.0.0.1:0
+    "$EXPORTER" --config.file="$CONFIG" --web.listen-address=127.0.0.1:0 "${EXTRA_ARGS[@]}"
 EXP_PID=$STARTED_PID
 ADDR=
 for _ in $(seq 1 200); do
@@ -252,11 +261,27 @@ fds_of() {
     n=$(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) || n=0
     echo "$n"
 }
+# TcpExt ListenOverflows + ListenDrops of the whole host (a full accept queue drops SYNs).
+listen_drops() {
+    awk '/^TcpExt:/ { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else print $col["ListenOverflows"] + $col["ListenDrops"] }' /proc/net/netstat 2>/dev/null || echo 0
+}
+# Host-wide stall counters: PSI totals in microseconds (cpu some, memory some, memory full, io
+# some; 0 where /proc/pressure is missing) and direct-reclaim stalls from /proc/vmstat.
+host_pressure() {
+    local f
+    for f in cpu memory io; do
+        awk -v f="$f" '($1 == "some" || (f == "memory" && $1 == "full")) { sub("total=", "", $5); printf "%s ", $5 }' "/proc/pressure/$f" 2>/dev/null ||
+            printf '0 '
+    done
+    awk '/^allocstall_/ { s += $2 } END { print s + 0 }' /proc/vmstat 2>/dev/null || echo 0
+}
 polls_in_log() { grep -c 'msg="poll finished"' "$OUT/exporter.log" || true; }
 
 T0=$EPOCHSECONDS
 END=$((T0 + DURATION))
 START_FDS=$(fds_of "$EXP_PID")
+START_LISTEN_DROPS=$(listen_drops)
+START_PRESSURE=$(host_pressure)
 START_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 
 SCRAPE_MODES=(text openmetrics-gzip text-gzip openmetrics)
@@ -266,6 +291,13 @@ for n in $(seq 1 "$SCRAPERS"); do
     start /dev/null bash "$SELF" --scrape-loop "$METRICS_URL" "$END" "$OUT/scrape-$n.log" "${SCRAPE_MODES[$(((n - 1) % 4))]}"
     SCRAPER_PIDS+=("$STARTED_PID")
 done
+for probe in exporter sim; do
+    : >"$OUT/probe-$probe.log"
+done
+start /dev/null bash "$SELF" --scrape-loop "$BASE_URL/-/healthy" "$END" "$OUT/probe-exporter.log" probe
+SCRAPER_PIDS+=("$STARTED_PID")
+start /dev/null bash "$SELF" --scrape-loop "$SIM_URL/_sim/healthy" "$END" "$OUT/probe-sim.log" probe
+SCRAPER_PIDS+=("$STARTED_PID")
 
 # wrk: one burst of keep-alive scraping in the middle of the run, on top of the curl loops.
 # Connections + scrapers stay under the exporter's --web.max-requests (40), so a 503 is a failure.
@@ -315,6 +347,11 @@ HEALTHY=no
 if kill -0 "$EXP_PID" 2>/dev/null; then ALIVE=yes; fi
 if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$BASE_URL/-/healthy" || true) == 200 ]]; then HEALTHY=yes; fi
 END_FDS=$(fds_of "$EXP_PID")
+LISTEN_DROPS=$(($(listen_drops) - START_LISTEN_DROPS))
+PRESSURE=$(printf '%s\n%s\n' "$START_PRESSURE" "$(host_pressure)" | awk -v d="$DURATION" '
+    NR == 1 { for (i = 1; i <= NF; i++) a[i] = $i }
+    NR == 2 { printf "cpu some %.0f%%, memory some %.1f%% full %.1f%%, io some %.1f%% of the run; %d direct-reclaim stalls",
+        ($1 - a[1]) / d / 1e4, ($2 - a[2]) / d / 1e4, ($3 - a[3]) / d / 1e4, ($4 - a[4]) / d / 1e4, $5 - a[5] }')
 curl -s --max-time 10 -o "$OUT/final-metrics.txt" "$METRICS_URL" || : >"$OUT/final-metrics.txt"
 curl -s --max-time 10 -o "$OUT/sim-requests.json" "$SIM_URL/_sim/requests" || true
 curl -s --max-time 10 -o "$OUT/sim-fault-hits.json" "$SIM_URL/_sim/fault-hits" || true
@@ -362,6 +399,18 @@ for n in $(seq 1 "$SCRAPERS"); do
     SCRAPE_LINES+=("$(printf '  loop %d %-17s %7d scrapes, %d non-200, %d curl failures, %d bodies checked, %d bad, %d bytes each on average' \
         "$n" "${SCRAPE_MODES[$(((n - 1) % 4))]}" "$s" "$e" "$c" "$k" "$b" "$z")")
 done
+SCRAPE_TIMES=$(awk '{ print $8 }' "$OUT"/scrape-*.log | sort -n | awk '{ a[NR] = $1 }
+    END { if (NR) printf "median %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.0f ms", a[int((NR + 1) / 2)] * 1000, a[int(NR * 0.99)] * 1000, a[int(NR * 0.999)] * 1000, a[NR] * 1000 }')
+SLOW_SCRAPES=$(awk -v t0="$T0" '$1 != 0 || $2 != 200 || $8 > 1 {
+        printf "  %s t=%.1f s curl_exit=%s http=%s connect=%.3f s first_byte=%.3f s total=%.3f s\n", FILENAME, $5 - t0, $1, $2, $6, $7, $8 }' "$OUT"/scrape-*.log "$OUT"/probe-*.log |
+    sed "s|$OUT/||" | sort -t= -k2 -n | head -n 30)
+probe_summary() {
+    sort -k8 -n "$1" | awk '{ n++; a[n] = $8 } $1 != 0 { c++ } $1 == 0 && $2 != 200 { e++ } $8 > 1 { slow++ }
+        END { printf "%d requests, %d non-200, %d curl failures, median %.1f ms, max %.0f ms, %d slower than 1 s", n, e, c, a[int((n + 1) / 2)] * 1000, a[n] * 1000, slow }'
+}
+PROBE_EXPORTER=$(probe_summary "$OUT/probe-exporter.log")
+PROBE_SIM=$(probe_summary "$OUT/probe-sim.log")
+PROBE_FAILURES=$(awk '$1 != 0 || $2 != 200 { c++ } END { print c + 0 }' "$OUT/probe-exporter.log")
 CODES=$(awk '{ print "curl_exit=" $1 " http=" $2 }' "$OUT"/scrape-*.log | sort | uniq -c | sort -rn | tr '\n' ';' | sed 's/ \+/ /g; s/^ //; s/;$//')
 
 WRK_REQUESTS=0
@@ -470,6 +519,15 @@ echo
 echo "-- scrapes of /metrics"
 echo "curl loops         $SCRAPERS loops, $SCRAPES scrapes, $SCRAPE_NON200 non-200, $SCRAPE_CURL_ERR curl failures, $SCRAPE_BAD_BODY bad bodies ($CODES)"
 printf '%s\n' "${SCRAPE_LINES[@]}"
+echo "scrape time        $SCRAPE_TIMES (curl loops, connection included)"
+echo "probe /-/healthy   $PROBE_EXPORTER (exporter, every 0.2 s)"
+echo "probe simulator    $PROBE_SIM (control: another process on the same host)"
+echo "TCP listen drops   $LISTEN_DROPS (host-wide ListenOverflows + ListenDrops during the run)"
+echo "host pressure      $PRESSURE (PSI, whole host)"
+if [[ -n $SLOW_SCRAPES ]]; then
+    echo "failed or slower than 1 s (first 30, by time):"
+    echo "$SLOW_SCRAPES"
+fi
 if [[ $WRK_STATE == started ]]; then
     echo "wrk burst          $WRK_SECONDS s, $WRK_CONNECTIONS connections: $WRK_REQUESTS requests, $WRK_NON2XX non-2xx, $WRK_SOCKET_ERRORS socket errors"
     sed -n 's/^ *\(Latency\|Requests\/sec\|50%\|99%\).*/  &/p' "$OUT/wrk.txt" | sed 's/^ */  /'
@@ -482,6 +540,7 @@ FAILED=()
 ((EXP_DIED)) && FAILED+=("the exporter died during the run")
 [[ $ALIVE == yes && $HEALTHY == yes ]] || FAILED+=("the exporter is not alive and healthy at the end")
 ((SCRAPE_NON200 + SCRAPE_CURL_ERR + WRK_NON2XX + WRK_SOCKET_ERRORS > 0)) && FAILED+=("scrapes failed: $SCRAPE_NON200 non-200 and $SCRAPE_CURL_ERR curl failures in the loops, $WRK_NON2XX non-2xx and $WRK_SOCKET_ERRORS socket errors in wrk")
+((PROBE_FAILURES > 0)) && FAILED+=("$PROBE_FAILURES probes of /-/healthy failed")
 ((SCRAPE_BAD_BODY > 0)) && FAILED+=("$SCRAPE_BAD_BODY scraped bodies were incomplete (kept as scrape-N.log.bad-I)")
 ((PANICS > 0)) && FAILED+=("ami_usage_poll_panics_total is $PANICS")
 ((GROWTH > LIMIT)) && FAILED+=("RSS grew by $GROWTH KiB after the first minute (limit $LIMIT KiB)")

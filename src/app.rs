@@ -220,6 +220,7 @@ impl Schedule {
             series = stats.series,
             reports_created = stats.reports_created,
             reports_read = stats.reports_read,
+            reports_deleted = stats.reports_deleted,
             regions_backing_off = stats.regions_backing_off,
             api_requests = self.metrics.api.total_requests().saturating_sub(requests_before),
             "poll finished"

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -209,33 +209,102 @@ fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-struct Family(MetricFamily);
+/// One gauge family of the usage exposition, written straight to text.
+///
+/// The usage part can be a million series. Building `prometheus::proto` messages for it (eight
+/// `String`s and a `Vec` per series) and encoding them took about ten times the memory of the
+/// text and most of the render time (BENCHMARKS.md), so the text is written directly, in the
+/// byte-identical format of the prometheus crate's `TextEncoder`.
+struct TextFamily {
+    name: String,
+    help: String,
+    out: Vec<u8>,
+    samples: u64,
+}
 
-impl Family {
+impl TextFamily {
     fn gauge(name: &str, help: &str) -> Self {
-        let mut f = MetricFamily::default();
-        f.set_name(format!("{PREFIX}_{name}"));
-        f.set_help(help.to_owned());
-        f.set_field_type(MetricType::GAUGE);
-        Self(f)
+        Self { name: format!("{PREFIX}_{name}"), help: help.to_owned(), out: Vec::new(), samples: 0 }
+    }
+
+    /// Reserves room for `series` samples of about this size (address space only: untouched
+    /// pages of a large allocation cost no resident memory).
+    fn reserve(mut self, series: usize) -> Self {
+        self.out.reserve(series.saturating_mul(self.name.len() + 120));
+        self
     }
 
     fn push(&mut self, labels: &[(&str, &str)], value: f64) {
-        let pairs = labels
-            .iter()
-            .map(|(name, value)| {
-                let mut pair = LabelPair::default();
-                pair.set_name((*name).to_owned());
-                pair.set_value((*value).to_owned());
-                pair
-            })
-            .collect();
-        let mut gauge = Gauge::default();
-        gauge.set_value(value);
-        let mut metric = Metric::from_gauge(gauge);
-        metric.set_label(pairs);
-        self.0.mut_metric().push(metric);
+        let out = &mut self.out;
+        if self.samples == 0 {
+            // A family without samples is left out entirely, as the prometheus crate does.
+            out.extend_from_slice(b"# HELP ");
+            out.extend_from_slice(self.name.as_bytes());
+            out.push(b' ');
+            escape_into(out, &self.help, false);
+            out.extend_from_slice(b"\n# TYPE ");
+            out.extend_from_slice(self.name.as_bytes());
+            out.extend_from_slice(b" gauge\n");
+        }
+        self.samples += 1;
+        out.extend_from_slice(self.name.as_bytes());
+        let mut separator = b'{';
+        for (name, value) in labels {
+            out.push(separator);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"=\"");
+            escape_into(out, value, true);
+            out.push(b'"');
+            separator = b',';
+        }
+        if !labels.is_empty() {
+            out.push(b'}');
+        }
+        out.push(b' ');
+        write_value(out, value);
+        out.push(b'\n');
     }
+
+    /// Appends the family to `out`, taking its buffer as a whole when `out` is still empty.
+    fn append_to(self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            *out = self.out;
+        } else {
+            out.extend_from_slice(&self.out);
+        }
+    }
+}
+
+/// Escapes as the text format requires: backslash and newline always, the double quote in
+/// label values.
+fn escape_into(out: &mut Vec<u8>, text: &str, quote: bool) {
+    let bytes = text.as_bytes();
+    let mut clean_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'"' if quote => b"\\\"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[clean_from..i]);
+        out.extend_from_slice(escaped);
+        clean_from = i + 1;
+    }
+    out.extend_from_slice(&bytes[clean_from..]);
+}
+
+/// Writes a sample value as `f64`'s `Display` does (what the prometheus crate writes), with a
+/// fast path for the whole numbers that nearly every usage value is.
+fn write_value(out: &mut Vec<u8>, value: f64) {
+    use std::io::Write as _;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: every whole number below is exact
+    // Writing into a Vec cannot fail.
+    let _ = if value.fract() == 0.0 && value.abs() < EXACT {
+        write!(out, "{}", value as i64)
+    } else {
+        write!(out, "{value}")
+    };
 }
 
 /// Accounts allowed on every image, and per image.
@@ -283,14 +352,14 @@ impl RenderOptions {
 
 /// A family with a series budget: samples past `limit` are counted, not kept.
 struct Capped {
-    family: Family,
+    family: TextFamily,
     limit: u64,
     dropped: u64,
 }
 
 impl Capped {
     fn push(&mut self, labels: &[(&str, &str)], value: f64) {
-        if self.limit > 0 && self.family.0.get_metric().len() as u64 >= self.limit {
+        if self.limit > 0 && self.family.samples >= self.limit {
             self.dropped += 1;
         } else {
             self.family.push(labels, value);
@@ -302,28 +371,32 @@ impl Capped {
 /// series but no usage series: a missing report is not zero usage.
 pub fn render_snapshot(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> {
     let cap = |family| Capped { family, limit: options.max_series, dropped: 0 };
-    let mut resources = cap(Family::gauge(
+    let mut resources = cap(TextFamily::gauge(
         "resources",
         &format!("Resources of an account that use the image, by resource type. {CACHED}."),
-    ));
-    let mut unexpected = cap(Family::gauge(
+    )
+    .reserve(snapshot.series_count()));
+    let mut unexpected = cap(TextFamily::gauge(
         "unexpected_resources",
         &format!(
             "Resources of accounts not expected to use the image (see accounts.expected), by resource type. {CACHED}."
         ),
     ));
-    let mut created = Family::gauge(
+    let mut created = TextFamily::gauge(
         "report_creation_timestamp_seconds",
         "When EC2 created the report the usage figures come from (Unix time)",
     );
-    let mut info = Family::gauge("report_info", "The report that serves an image's usage figures; value is always 1");
-    let mut success = Family::gauge(
+    let mut info =
+        TextFamily::gauge("report_info", "The report that serves an image's usage figures; value is always 1");
+    let mut success = TextFamily::gauge(
         "image_poll_success",
         "Whether the last poll refreshed the image (1) or kept its last good data (0)",
     );
-    let mut last =
-        Family::gauge("last_success_timestamp_seconds", "When the image was last refreshed successfully (Unix time)");
-    let mut pending = Family::gauge(
+    let mut last = TextFamily::gauge(
+        "last_success_timestamp_seconds",
+        "When the image was last refreshed successfully (Unix time)",
+    );
+    let mut pending = TextFamily::gauge(
         "pending_report_creation_timestamp_seconds",
         "When the image's pending report was requested (Unix time); absent when none is pending",
     );
@@ -371,18 +444,19 @@ pub fn render_snapshot(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> 
             }
         }
     }
-    let mut families = vec![resources.family.0];
-    if options.expected.is_some() {
-        families.push(unexpected.family.0);
+    let mut out = Vec::new();
+    resources.family.append_to(&mut out);
+    unexpected.family.append_to(&mut out);
+    for family in [created, info, success, last, pending] {
+        family.append_to(&mut out);
     }
-    families.extend([created.0, info.0, success.0, last.0, pending.0]);
     if !options.names.is_empty() {
         let mut names =
-            Family::gauge("account_info", "Names of the accounts, from the configuration; value is always 1");
+            TextFamily::gauge("account_info", "Names of the accounts, from the configuration; value is always 1");
         for (id, name) in &options.names {
             names.push(&[("account_id", id), ("account_name", name)], 1.0);
         }
-        families.push(names.0);
+        names.append_to(&mut out);
     }
     if options.max_series > 0 {
         let dropped = resources.dropped + unexpected.dropped;
@@ -393,12 +467,15 @@ pub fn render_snapshot(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> 
                 "usage series over cardinality.max_series were left out"
             );
         }
-        let mut gauge =
-            Family::gauge("series_dropped", "Usage series left out in the last poll because of cardinality.max_series");
+        let mut gauge = TextFamily::gauge(
+            "series_dropped",
+            "Usage series left out in the last poll because of cardinality.max_series",
+        );
         gauge.push(&[], dropped as f64);
-        families.push(gauge.0);
+        gauge.append_to(&mut out);
     }
-    encode(&families)
+    out.shrink_to_fit();
+    out
 }
 
 /// The names of every family the exporter can serve; used by tests and the docs check.
@@ -565,6 +642,48 @@ ami_usage_pending_report_creation_timestamp_seconds{{aws_region=\"us-east-1\",im
         s.images[0].region = "a\"b\\c\nd".into();
         let text = String::from_utf8(render_snapshot(&s, &RenderOptions::default())).expect("utf-8");
         assert!(text.contains(r#"aws_region="a\"b\\c\nd""#), "{text}");
+    }
+
+    /// The usage part is written without the prometheus crate; its text must stay exactly what
+    /// the crate's encoder writes for the same samples (escaping, number formatting).
+    #[test]
+    fn text_family_writes_what_the_prometheus_encoder_writes() {
+        use prometheus::proto::{Gauge, LabelPair, Metric, MetricType};
+        let help = "help with a \\ backslash,\na newline and \"quotes\"";
+        let samples: &[(&[(&str, &str)], f64)] = &[
+            (&[("aws_region", "a\"b\\c\nd"), ("image_id", "ami-1")], 15.0),
+            (&[], 0.0),
+            (&[("account_id", "é ✓")], 1_759_152_432.123),
+            (&[("a", "b")], 1e15),
+            (&[("a", "b")], 12_345_678_901_234_567_890.0),
+            (&[("a", "b")], 0.5),
+        ];
+        let mut ours = TextFamily::gauge("t", help);
+        let mut family = MetricFamily::default();
+        family.set_name(format!("{PREFIX}_t"));
+        family.set_help(help.to_owned());
+        family.set_field_type(MetricType::GAUGE);
+        for (labels, value) in samples {
+            ours.push(labels, *value);
+            let mut gauge = Gauge::default();
+            gauge.set_value(*value);
+            let mut metric = Metric::from_gauge(gauge);
+            metric.set_label(
+                labels
+                    .iter()
+                    .map(|(n, v)| {
+                        let mut pair = LabelPair::default();
+                        pair.set_name((*n).to_owned());
+                        pair.set_value((*v).to_owned());
+                        pair
+                    })
+                    .collect(),
+            );
+            family.mut_metric().push(metric);
+        }
+        let mut expected = Vec::new();
+        TextEncoder::new().encode(&[family], &mut expected).expect("encodes");
+        assert_eq!(String::from_utf8(ours.out).expect("utf-8"), String::from_utf8(expected).expect("utf-8"));
     }
 
     #[test]

@@ -679,6 +679,9 @@ async fn list_reports(
     listing
 }
 
+/// The fewest reports a call is split down to (see `entry_batches`).
+const MIN_REPORTS_PER_SPLIT: usize = 50;
+
 /// Splits the reports to read into DescribeImageUsageReportEntries calls of at most 200 reports
 /// (EC2's limit), sizes differing by one at most, and as many calls as request slots
 /// (`concurrency`), or a multiple of it, whenever there are that many reports.
@@ -686,16 +689,21 @@ async fn list_reports(
 /// The pages of one call follow one another. 200 unread reports in one call of 40 pages take 40
 /// page latencies while 3 of the 4 slots idle; 1000 in 5 calls of 200 take 80 (4 calls side by
 /// side, then the fifth alone). In 4 calls of 50, or 8 calls of 125, every slot works to the end:
-/// 10 and 50 latencies, the ideal of pages / slots. Each extra call costs at most one extra,
-/// partly filled page. It matters when many reports are new at once: a cold start, or a refresh
-/// of every image.
+/// 10 and 50 latencies, the ideal of pages / slots. It matters when many reports are new at
+/// once: a cold start, or a refresh of every image.
+///
+/// Calls are not split below `MIN_REPORTS_PER_SPLIT` reports: 50 reports of 20 entries (10
+/// accounts, 2 resource types) already fill a 1000-entry page, so a split costs at most one
+/// partly filled page per call, while splitting 10 small reports four ways would turn one call
+/// into four.
 pub fn entry_batches<T>(reports: &[T], concurrency: usize) -> Vec<&[T]> {
     if reports.is_empty() {
         return Vec::new();
     }
     let slots = concurrency.max(1);
     let fewest = reports.len().div_ceil(MAX_IDS_PER_CALL);
-    let count = fewest.div_ceil(slots).saturating_mul(slots).min(reports.len());
+    let worth_splitting = (reports.len() / MIN_REPORTS_PER_SPLIT).max(fewest);
+    let count = fewest.div_ceil(slots).saturating_mul(slots).min(worth_splitting);
     let (size, larger) = (reports.len() / count, reports.len() % count);
     let mut rest = reports;
     (0..count)
@@ -766,28 +774,26 @@ mod tests {
 
     #[test]
     fn entry_batches_give_every_request_slot_work() {
-        assert_eq!(batches(10, 4), [3, 3, 2, 2], "10 reports, 4 in flight: 4 calls");
-        assert_eq!(batches(5, 4), [2, 1, 1, 1]);
-        assert_eq!(batches(4, 4), [1, 1, 1, 1]);
-        assert_eq!(batches(3, 4), [1, 1, 1], "fewer reports than slots: one each");
-        assert_eq!(batches(1, 4), [1]);
-        assert!(batches(0, 4).is_empty());
         assert_eq!(batches(200, 4), [50; 4], "not one call of 200 with three slots idle");
         assert_eq!(batches(800, 4), [200; 4]);
         assert_eq!(batches(1000, 4), [125; 8], "two full rounds, not four calls and then one alone");
+        assert_eq!(batches(1000, 16), [63, 63, 63, 63, 63, 63, 63, 63, 62, 62, 62, 62, 62, 62, 62, 62]);
         assert_eq!(batches(1000, 1), [200; 5], "never more than EC2's 200 IDs per call");
-        assert_eq!(batches(9, 1), [9], "one slot: one call");
+        assert_eq!(batches(120, 4), [60, 60], "no call under 50 reports");
+        assert_eq!(batches(10, 4), [10], "a few reports: one call");
+        assert_eq!(batches(1, 4), [1]);
+        assert!(batches(0, 4).is_empty());
         assert_eq!(batches(9, 0), [9], "a zero limit is treated as one");
         for unread in 1..=1200 {
             for concurrency in 1..=16 {
                 let b = batches(unread, concurrency);
                 let fewest = unread.div_ceil(MAX_IDS_PER_CALL);
-                if unread >= concurrency {
+                assert!(b.len() >= fewest && b.len() < fewest + concurrency, "{unread}/{concurrency}: {b:?}");
+                if b.len() > fewest {
+                    assert!(b.iter().all(|n| *n >= MIN_REPORTS_PER_SPLIT), "{unread}/{concurrency}: {b:?}");
+                }
+                if unread >= MIN_REPORTS_PER_SPLIT * concurrency {
                     assert_eq!(b.len() % concurrency, 0, "whole rounds: {unread}/{concurrency}: {b:?}");
-                    // At most one call per slot more than EC2's limit needs.
-                    assert!(b.len() < fewest + concurrency, "{unread}/{concurrency}: {b:?}");
-                } else {
-                    assert_eq!(b.len(), unread, "one report per call when slots outnumber reports");
                 }
                 assert!(b.iter().all(|n| (1..=MAX_IDS_PER_CALL).contains(n)), "{unread}/{concurrency}: {b:?}");
                 assert!(b.iter().max().unwrap_or(&0) - b.iter().min().unwrap_or(&0) <= 1, "balanced: {b:?}");

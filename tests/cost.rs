@@ -229,12 +229,12 @@ async fn steady_state_costs_one_list_call_per_200_images() {
     }
 }
 
-/// Ten new reports and four request slots: four entry calls, not one call of ten reports whose
-/// pages would follow one another.
+/// 200 new reports and four request slots: four entry calls of 50 reports, not one call of 200
+/// whose pages would follow one another; ten reports are too few to split.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_start_reads_entries_in_one_call_per_request_slot() {
-    for (slots, calls) in [(4, 4), (1, 1)] {
-        let running = simulator(10, 1, Duration::from_secs(60)).await;
+    for (images, slots, calls) in [(200, 4, 4), (200, 1, 1), (10, 4, 1)] {
+        let running = simulator(images, 1, Duration::from_secs(60)).await;
         let sim = &running.sim;
         let config = config_for(
             &sim.image_ids(),
@@ -246,8 +246,8 @@ async fn a_cold_start_reads_entries_in_one_call_per_request_slot() {
         assert_eq!(scraped_usage(&e), truth(sim).0);
         let served = sim.request_counts();
         // Each call's entries fit in one page (1000), so calls and pages are the same here.
-        assert_eq!(served.get(ENTRIES), Some(&calls), "{slots} slots: {served:?}");
-        assert_eq!(served.get(LIST), Some(&1), "10 images: one list call, whatever the slots");
+        assert_eq!(served.get(ENTRIES), Some(&calls), "{images} images, {slots} slots: {served:?}");
+        assert_eq!(served.get(LIST), Some(&1), "up to 200 images: one list call, whatever the slots");
     }
 }
 

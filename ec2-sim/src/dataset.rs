@@ -25,6 +25,9 @@ pub struct DatasetSpec {
     pub owner_account: String,
     /// Also start with a pending report on every other image, to exercise "one pending report per AMI".
     pub pending_reports: bool,
+    /// Every account uses every image with every resource type, so that a dataset has exactly
+    /// images x accounts x resource types usage series: what benchmarks need to hit a size.
+    pub full_usage: bool,
 }
 
 impl Default for DatasetSpec {
@@ -37,6 +40,7 @@ impl Default for DatasetSpec {
             reports_per_image: 3,
             owner_account: "111111111111".to_string(),
             pending_reports: false,
+            full_usage: false,
         }
     }
 }
@@ -140,6 +144,14 @@ fn image_tags(name: &str, index: usize) -> Vec<(String, String)> {
 /// AMI; the others are used by a random subset of at least two accounts, each with one or more resource types.
 fn generate_usage(rng: &mut SplitMix64, spec: &DatasetSpec, accounts: &[String], index: usize) -> Usage {
     let mut usage = Usage::new();
+    if spec.full_usage {
+        for account in accounts {
+            for rt in &spec.resource_types {
+                usage.insert((account.clone(), rt.clone()), rng.range_inclusive(1, 500) as i64);
+            }
+        }
+        return usage;
+    }
     if index % 7 == 3 || accounts.is_empty() || spec.resource_types.is_empty() {
         return usage;
     }
@@ -297,6 +309,14 @@ mod tests {
         assert_eq!(ids(&a), ids(&b));
         let other = generate(&DatasetSpec { seed: 2, ..spec.clone() }, t, &mut IdGen::new(2));
         assert_ne!(a.accounts, other.accounts);
+    }
+
+    #[test]
+    fn full_usage_has_every_account_on_every_image() {
+        let spec = DatasetSpec { images: 8, accounts: 5, full_usage: true, ..DatasetSpec::default() };
+        let d = generate(&spec, timing(), &mut IdGen::new(spec.seed));
+        assert!(d.usage.iter().all(|u| u.len() == 5 * 2), "no unused image, no missing account or type");
+        assert!(d.usage.iter().flat_map(|u| u.values()).all(|c| (1..=500).contains(c)));
     }
 
     #[test]

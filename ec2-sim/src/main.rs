@@ -43,6 +43,10 @@ struct Args {
     /// Start with a pending report on every other image.
     #[arg(long)]
     pending_reports: bool,
+    /// Every account uses every image with every resource type: exactly images x accounts x resource types
+    /// usage series (for benchmarks). By default each image has a random subset and every seventh is unused.
+    #[arg(long)]
+    full_usage: bool,
     /// How long a created report stays pending (e.g. 2s, 500ms, 1m).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pending_for: Duration,
@@ -88,6 +92,7 @@ impl Args {
             reports_per_image: self.reports_per_image,
             owner_account: self.owner_account,
             pending_reports: self.pending_reports,
+            full_usage: self.full_usage,
         };
         SimConfig {
             extra_owners: self.owners.iter().map(|account| dataset.for_owner(account)).collect(),

@@ -26,6 +26,23 @@ use crate::running::RunningSimulator;
 use crate::sim::Simulator;
 use crate::{SimConfig, xml};
 
+/// How many reports exist, by state and per image: what a benchmark checks to see that a client
+/// does not let reports pile up.
+fn report_counts(reports: &[crate::model::ReportView]) -> serde_json::Value {
+    let mut by_state: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let mut per_image: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for report in reports {
+        *by_state.entry(report.state.as_str()).or_default() += 1;
+        *per_image.entry(report.image_id.as_str()).or_default() += 1;
+    }
+    serde_json::json!({
+        "reports": reports.len(),
+        "by_state": by_state,
+        "images": per_image.len(),
+        "max_per_image": per_image.values().max().copied().unwrap_or(0),
+    })
+}
+
 /// EC2 Query bodies are small; anything larger is a client bug or abuse, not something to buffer.
 const MAX_BODY_BYTES: usize = 1 << 20;
 /// How long shutdown waits for in-flight requests before dropping connections.
@@ -127,6 +144,7 @@ async fn route(sim: &Simulator, req: Request<Incoming>) -> Result<Response<Body>
         }
         (Method::GET, "/_sim/ground-truth") => ground_truth(sim, req.uri().query()),
         (Method::GET, "/_sim/owners") => json(StatusCode::OK, &sim.owners()),
+        (Method::GET, "/_sim/report-counts") => json(StatusCode::OK, &report_counts(&sim.reports())),
         (Method::GET, "/_sim/requests") => json(StatusCode::OK, &sim.request_counts()),
         (Method::GET, "/_sim/requests-by") => {
             let rows: Vec<serde_json::Value> = sim

@@ -1,0 +1,101 @@
+//! In-process figures of the render path (`cargo bench --bench render`): what one poll spends
+//! turning a snapshot into the bytes every scrape gets, and what one scrape spends on top.
+//!
+//! `prometheus crate encoder` is the reference the usage part used to go through (proto
+//! messages, then `TextEncoder`); it stays here so that the ratio is measured side by side.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use ami_usage_exporter::exposition::{Format, Prepared};
+use ami_usage_exporter::metrics::{RenderOptions, render_snapshot};
+use ami_usage_exporter::snapshot::{ImageStatus, ReportUsage, Snapshot, UsageKey};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
+
+/// `images` x `accounts` x 2 resource types usage series, with realistic IDs.
+fn snapshot(images: usize, accounts: usize) -> Snapshot {
+    let created = UNIX_EPOCH + Duration::from_secs(1_759_152_432);
+    let statuses = (0..images)
+        .map(|i| {
+            let usage = (0..accounts)
+                .flat_map(|a| {
+                    ["ec2:Instance", "ec2:LaunchTemplate"].map(|rt| {
+                        let key = UsageKey {
+                            account_id: format!("{:012}", 100_000_000_000 + a * 7919),
+                            resource_type: rt.into(),
+                        };
+                        (key, (i * 31 + a) as u64 % 500 + 1)
+                    })
+                })
+                .collect();
+            ImageStatus {
+                region: "us-east-1".into(),
+                owner: None,
+                image_id: format!("ami-{i:017x}").into(),
+                poll_success: true,
+                last_success: Some(created),
+                pending_since: None,
+                report: Some(Arc::new(ReportUsage { report_id: format!("amiur-{i:017x}"), created, usage })),
+            }
+        })
+        .collect();
+    Snapshot::new(statuses)
+}
+
+/// The usage series as the prometheus crate's proto messages, encoded by its `TextEncoder`.
+fn prometheus_crate_encode(snapshot: &Snapshot) -> Vec<u8> {
+    let mut family = MetricFamily::default();
+    family.set_name("ami_usage_resources".into());
+    family.set_help("Resources of an account that use the image, by resource type.".into());
+    family.set_field_type(MetricType::GAUGE);
+    let pair = |name: &str, value: &str| {
+        let mut p = LabelPair::default();
+        p.set_name(name.into());
+        p.set_value(value.into());
+        p
+    };
+    for image in &snapshot.images {
+        let Some(report) = &image.report else { continue };
+        for (key, count) in &report.usage {
+            let mut gauge = Gauge::default();
+            gauge.set_value(*count as f64);
+            let mut metric = Metric::from_gauge(gauge);
+            metric.set_label(vec![
+                pair("aws_region", &image.region),
+                pair("image_id", &image.image_id),
+                pair("account_id", &key.account_id),
+                pair("resource_type", &key.resource_type),
+            ]);
+            family.mut_metric().push(metric);
+        }
+    }
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&[family], &mut out).expect("encodes");
+    out
+}
+
+fn render(c: &mut Criterion) {
+    let snap = snapshot(500, 100);
+    let options = RenderOptions::default();
+    let text = render_snapshot(&snap, &options);
+    let mut group = c.benchmark_group("render 100k series");
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(snap.series_count() as u64));
+    group.bench_function("render_snapshot (text writer)", |b| b.iter(|| render_snapshot(black_box(&snap), &options)));
+    group.bench_function("prometheus crate encoder", |b| b.iter(|| prometheus_crate_encode(black_box(&snap))));
+    group.bench_function("Prepared::new (deflate + crc32)", |b| b.iter(|| Prepared::new(black_box(text.clone()))));
+    group.finish();
+
+    let prepared = Prepared::new(text);
+    let own = vec![b'x'; 4096];
+    let mut group = c.benchmark_group("per scrape, 100k series");
+    group.bench_function("body, plain", |b| b.iter(|| prepared.body(black_box(&own), Format::Text, false)));
+    group.bench_function("body, gzip", |b| b.iter(|| prepared.body(black_box(&own), Format::Text, true)));
+    group.finish();
+}
+
+criterion_group!(benches, render);
+criterion_main!(benches);
