@@ -312,11 +312,15 @@ http {{
 SIZES = {"0": (1, 0), "100k": (500, 100), "1M": (5000, 100)}  # images, accounts (x 2 resource types)
 
 
+EXTRA_EXPORTER_ARGS = []
+
+
 def start_sized(workdir, size, extra_exporter=(), poll_interval="1h"):
     images, accounts = SIZES[size]
     sim = Sim(workdir, size, images, accounts)
     ids = sim.image_ids()
-    exp = Exporter(workdir, size, sim, exporter_config(ids, poll_interval=poll_interval), extra_exporter)
+    exp = Exporter(workdir, size, sim, exporter_config(ids, poll_interval=poll_interval),
+                   list(extra_exporter) + EXTRA_EXPORTER_ARGS)
     exp.wait_polls(1)
     text = exp.metrics()
     expected = images * accounts * 2
@@ -562,7 +566,10 @@ def main():
     parser.add_argument("--memory-seconds", type=int, default=20)
     parser.add_argument("--startup-runs", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, configs)")
+    parser.add_argument("--exporter-arg", action="append", default=[],
+                        help="extra exporter flag for the scrape and memory scenarios (repeatable)")
     args = parser.parse_args()
+    EXTRA_EXPORTER_ARGS.extend(args.exporter_arg)
 
     for tool in ("wrk", "nginx", "hyperfine"):
         if not shutil.which(tool):

@@ -17,5 +17,6 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 export PATH="$PATH:/usr/sbin"
-cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" --bin ami-usage-exporter --bin ec2-sim
+cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" --bin ami-usage-exporter
+cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" -p ec2-sim --bin ec2-sim
 exec python3 "$ROOT/bench/bench.py" "$@"

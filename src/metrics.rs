@@ -7,9 +7,11 @@
 //! metric name, so their concatenation is one valid exposition.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
@@ -99,7 +101,8 @@ impl SelfMetrics {
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         if process_metrics {
-            registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            registry.register(Box::new(Cached::new(process, PROCESS_METRICS_MAX_AGE)))?;
         }
 
         let poll_duration = prometheus::Gauge::with_opts(Opts::new(
@@ -190,6 +193,44 @@ impl SelfMetrics {
 
     pub fn describe(&self) -> Vec<String> {
         self.registry.gather().iter().map(|f| f.name().to_owned()).collect()
+    }
+}
+
+/// How long sampled process metrics are reused. Sampling reads several files under /proc
+/// (about 90 us, more than everything else a scrape does), and a value a second old tells a
+/// dashboard the same thing.
+const PROCESS_METRICS_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// A collector whose samples are reused for `max_age`: scrapes in a burst (several Prometheus
+/// replicas, a load test) sample once.
+struct Cached<C> {
+    inner: C,
+    max_age: Duration,
+    last: Mutex<Option<(Instant, Vec<MetricFamily>)>>,
+}
+
+impl<C: Collector> Cached<C> {
+    fn new(inner: C, max_age: Duration) -> Self {
+        Self { inner, max_age, last: Mutex::new(None) }
+    }
+}
+
+impl<C: Collector> Collector for Cached<C> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.inner.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // A poisoned lock only means a panic elsewhere mid-update; the cache is still usable.
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*last {
+            Some((at, families)) if at.elapsed() < self.max_age => families.clone(),
+            _ => {
+                let families = self.inner.collect();
+                *last = Some((Instant::now(), families.clone()));
+                families
+            }
+        }
     }
 }
 
@@ -684,6 +725,19 @@ ami_usage_pending_report_creation_timestamp_seconds{{aws_region=\"us-east-1\",im
         let mut expected = Vec::new();
         TextEncoder::new().encode(&[family], &mut expected).expect("encodes");
         assert_eq!(String::from_utf8(ours.out).expect("utf-8"), String::from_utf8(expected).expect("utf-8"));
+    }
+
+    #[test]
+    fn cached_collector_reuses_samples_until_they_are_too_old() {
+        let counter = IntCounter::new("c", "help").expect("valid");
+        let value = |families: Vec<MetricFamily>| families[0].get_metric()[0].get_counter().value();
+        let long = Cached::new(counter.clone(), Duration::from_secs(3600));
+        assert_eq!(value(long.collect()), 0.0);
+        counter.inc();
+        assert_eq!(value(long.collect()), 0.0, "reused");
+        let none = Cached::new(counter.clone(), Duration::ZERO);
+        assert_eq!(value(none.collect()), 1.0, "sampled again");
+        assert_eq!(long.desc().len(), 1);
     }
 
     #[test]
