@@ -730,7 +730,7 @@ ami_usage_pending_report_creation_timestamp_seconds{{aws_region=\"us-east-1\",im
     #[test]
     fn cached_collector_reuses_samples_until_they_are_too_old() {
         let counter = IntCounter::new("c", "help").expect("valid");
-        let value = |families: Vec<MetricFamily>| families[0].get_metric()[0].get_counter().value();
+        let value = |families: Vec<MetricFamily>| families[0].get_metric()[0].get_counter().get_value();
         let long = Cached::new(counter.clone(), Duration::from_secs(3600));
         assert_eq!(value(long.collect()), 0.0);
         counter.inc();
