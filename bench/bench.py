@@ -391,8 +391,8 @@ def scenario_cost(args, workdir, report):
     # Restart: every image already has reports (3 available, plus an error report on every third).
     sim = Sim(workdir, "cost-restart", n_images, accounts, reports_per_image=3)
     ids = sim.image_ids()
+    before = sim.requests()  # the benchmark's own DescribeImages
     exp = Exporter(workdir, "cost-restart", sim, exporter_config(ids, poll_interval="5s", create=True))
-    before = {}
     for k in range(1, 5):
         exp.wait_polls(k)
         now = sim.requests()
@@ -441,27 +441,38 @@ def scenario_cost(args, workdir, report):
                  ["case", "poll", "calls by operation", "total"], rows)
 
 
+def cpu_ms(pid):
+    """User + system CPU time of a process so far, in ms."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def scenario_time(args, workdir, report):
-    latency = 20
     rows = []
     for concurrency in args.concurrency:
-        for case, reports_per_image in (("restart", 1),):
-            sim = Sim(workdir, f"time-{concurrency}", args.cost_images, 100, reports_per_image=reports_per_image,
-                      faults=[{"fault": {"kind": "latency", "millis": latency}}])
+        for latency in (20, 0):
+            name = f"time-{concurrency}-{latency}"
+            faults = [{"fault": {"kind": "latency", "millis": latency}}] if latency else []
+            sim = Sim(workdir, name, args.cost_images, 100, faults=faults)
             ids = sim.image_ids()
-            exp = Exporter(workdir, f"time-{concurrency}", sim,
-                           exporter_config(ids, poll_interval="1h", concurrency=concurrency))
+            before = sim.requests()
+            sim_cpu = cpu_ms(sim.proc.pid)
+            exp = Exporter(workdir, name, sim, exporter_config(ids, poll_interval="1h", concurrency=concurrency))
             poll = exp.wait_polls(1)[0]
-            calls = sum(v for k, v in sim.requests().items() if k != "DescribeImages")
+            calls = sum(diff(sim.requests(), before).values())
             took = int(poll["duration_ms"])
             ideal = calls / concurrency * latency
-            rows.append([case, args.cost_images, concurrency, calls, took, f"{ideal:.0f}", f"{took / ideal:.2f}"])
+            rows.append([latency, concurrency, calls, took, f"{ideal:.0f}" if latency else "-",
+                         f"{took / ideal:.2f}" if latency else "-", f"{cpu_ms(exp.proc.pid):.0f}",
+                         f"{cpu_ms(sim.proc.pid) - sim_cpu:.0f}"])
             print("  " + " | ".join(map(str, rows[-1])), flush=True)
             stop(exp.proc)
             stop(sim.proc)
-    report.table(f"Poll time: cold poll with {latency} ms per call (images x 100 accounts x 2 types; "
-                 "ideal = calls / concurrency x latency)",
-                 ["case", "images", "concurrency", "calls", "poll ms", "ideal ms", "ratio"], rows)
+    report.table(f"Poll time: cold poll of {args.cost_images} images x 100 accounts x 2 types (a report each), "
+                 "ideal = calls / concurrency x latency; CPU = user + system time of each process until the "
+                 "poll ended, on 2 cores",
+                 ["latency ms", "concurrency", "calls", "poll ms", "ideal ms", "ratio", "exporter CPU ms",
+                  "simulator CPU ms"], rows)
 
 
 def scenario_memory(args, workdir, report):

@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, parse_listen_address};
 use crate::config::{Config, ConfigError};
 use crate::ec2::Ec2Reports;
-use crate::exposition::Prepared;
-use crate::metrics::{RenderOptions, SelfMetrics, render_snapshot};
+use crate::exposition::{Part, Prepared};
+use crate::metrics::{RenderOptions, SelfMetrics, render_status, render_usage};
 use crate::poller::{PollStats, Poller, RegionTarget};
 use crate::server::{ServerOptions, WebState, serve};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ReportUsage, Snapshot};
 use crate::{REVISION, VERSION, aws, preflight};
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +147,40 @@ pub async fn guarded<F: std::future::Future>(poll: F) -> Result<F::Output, Strin
     })
 }
 
+/// What the usage part of the exposition is made of: which report serves each image (by
+/// identity: a cached report is the same `Arc` from poll to poll) and the render options.
+#[derive(PartialEq)]
+struct UsageInputs {
+    images: Vec<(Arc<str>, Option<Arc<str>>, Arc<str>, Option<ReportRef>)>,
+    options: RenderOptions,
+}
+
+/// A report compared by identity, not by content: equal pointers mean the very same report.
+struct ReportRef(Arc<ReportUsage>);
+
+impl PartialEq for ReportRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl UsageInputs {
+    fn of(snapshot: &Snapshot, options: RenderOptions) -> Self {
+        let images = snapshot
+            .images
+            .iter()
+            .map(|i| (i.region.clone(), i.owner.clone(), i.image_id.clone(), i.report.clone().map(ReportRef)))
+            .collect();
+        Self { images, options }
+    }
+}
+
+/// The usage part last published, and what it was rendered from.
+struct RenderedUsage {
+    inputs: UsageInputs,
+    part: Arc<Part>,
+}
+
 /// The poll loop and what it needs besides the poller.
 struct Schedule {
     config_path: PathBuf,
@@ -161,6 +195,7 @@ impl Schedule {
     /// up. A reload replaces the poller (keeping what it learned) and polls at once.
     async fn run(self, mut poller: Poller, mut config: Config, mut reloads: mpsc::Receiver<Reload>) {
         let mut schedule = ticker(config.poll_interval.get());
+        let mut rendered: Option<RenderedUsage> = None;
         loop {
             tokio::select! {
                 biased;
@@ -186,7 +221,7 @@ impl Schedule {
             };
             match outcome {
                 Ok((snapshot, stats)) => {
-                    self.publish(snapshot, RenderOptions::from_config(&config)).await;
+                    self.publish(snapshot, RenderOptions::from_config(&config), &mut rendered).await;
                     self.log_poll(&stats, started, requests_before);
                     if stats.credentials_failed {
                         // The credential chain may have changed (a profile written, a token file
@@ -204,10 +239,28 @@ impl Schedule {
         }
     }
 
-    async fn publish(&self, snapshot: Snapshot, options: RenderOptions) {
+    /// Renders and serves a poll's snapshot. The usage part is rendered (and compressed) again
+    /// only when a report or the options changed; in a steady state only the few status lines
+    /// per image are new, so a poll neither spends the render time nor churns the memory of
+    /// the whole exposition.
+    async fn publish(&self, snapshot: Snapshot, options: RenderOptions, last: &mut Option<RenderedUsage>) {
+        let inputs = UsageInputs::of(&snapshot, options);
+        let reusable = last.as_ref().filter(|l| l.inputs == inputs).map(|l| Arc::clone(&l.part));
         // Rendering 100k series takes a while; keep it off the threads that serve scrapes.
-        match tokio::task::spawn_blocking(move || Prepared::new(render_snapshot(&snapshot, &options))).await {
-            Ok(prepared) => self.state.publish(prepared),
+        let rendered = tokio::task::spawn_blocking(move || {
+            let usage = match reusable {
+                Some(part) => part,
+                None => Arc::new(Part::new(render_usage(&snapshot, &inputs.options))),
+            };
+            let status = Part::new(render_status(&snapshot));
+            (Prepared::from_parts(Arc::clone(&usage), status), RenderedUsage { inputs, part: usage })
+        })
+        .await;
+        match rendered {
+            Ok((prepared, usage)) => {
+                self.state.publish(prepared);
+                *last = Some(usage);
+            }
             Err(error) => tracing::error!(%error, "rendering the metrics failed; the previous ones stay"),
         }
     }
@@ -311,7 +364,45 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
-    use super::guarded;
+    use super::{UsageInputs, guarded};
+    use crate::metrics::RenderOptions;
+    use crate::snapshot::{ImageStatus, ReportUsage, Snapshot};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn snapshot(report: &Arc<ReportUsage>, polled: SystemTime) -> Snapshot {
+        Snapshot::new(vec![ImageStatus {
+            region: "us-east-1".into(),
+            owner: None,
+            image_id: "ami-12345678".into(),
+            poll_success: true,
+            last_success: Some(polled),
+            pending_since: None,
+            report: Some(Arc::clone(report)),
+        }])
+    }
+
+    /// The usage part is reused exactly while the same reports serve the same images under the
+    /// same options; the status of a poll (its time) does not matter.
+    #[test]
+    fn usage_inputs_change_with_reports_and_options_only() {
+        let report = Arc::new(ReportUsage::from_entries("amiur-1", UNIX_EPOCH, &[]));
+        let t = UNIX_EPOCH + Duration::from_secs(100);
+        let first = UsageInputs::of(&snapshot(&report, t), RenderOptions::default());
+        let later = UsageInputs::of(&snapshot(&report, t + Duration::from_secs(60)), RenderOptions::default());
+        assert!(first == later, "a later poll with the same report");
+        let same_content = Arc::new(ReportUsage::from_entries("amiur-1", UNIX_EPOCH, &[]));
+        assert!(first != UsageInputs::of(&snapshot(&same_content, t), RenderOptions::default()), "another report");
+        let mut no_report = snapshot(&report, t);
+        no_report.images[0].report = None;
+        assert!(first != UsageInputs::of(&no_report, RenderOptions::default()), "the report went stale");
+        let config = crate::config::Config::from_yaml(
+            "cardinality:\n  sum_accounts: true\ntargets:\n  - region: us-east-1\n    images: [ami-12345678]\n",
+        )
+        .expect("valid");
+        let summed = RenderOptions::from_config(&config);
+        assert!(first != UsageInputs::of(&snapshot(&report, t), summed), "other options");
+    }
 
     #[tokio::test]
     async fn a_panicking_poll_becomes_an_error() {

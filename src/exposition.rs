@@ -10,6 +10,8 @@
 
 use std::io::Write as _;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::DeflateEncoder;
@@ -34,20 +36,20 @@ impl Format {
     }
 }
 
-/// The usage exposition of one poll, ready to serve plain or compressed.
-pub struct Prepared {
+/// A piece of the exposition prepared once, ready to serve plain or compressed.
+pub struct Part {
     text: Bytes,
-    /// Raw deflate of `text`, sync-flushed: more blocks may follow.
+    /// Raw deflate of `text`, sync-flushed and not final: more blocks may follow.
     deflated: Bytes,
     crc: crc32fast::Hasher,
 }
 
-impl Prepared {
+impl Part {
     pub fn new(text: Vec<u8>) -> Self {
         let mut encoder = DeflateEncoder::new(Vec::with_capacity(text.len() / 8), Compression::default());
         // Writing into a Vec cannot fail; a failure would only lose compression, not data.
         let deflated = match encoder.write_all(&text).and_then(|()| encoder.flush()) {
-            Ok(()) => encoder.get_ref().clone(),
+            Ok(()) => std::mem::take(encoder.get_mut()),
             Err(_) => Vec::new(),
         };
         let mut crc = crc32fast::Hasher::new();
@@ -55,37 +57,69 @@ impl Prepared {
         Self { text: Bytes::from(text), deflated: Bytes::from(deflated), crc }
     }
 
+    pub fn text(&self) -> &Bytes {
+        &self.text
+    }
+}
+
+/// The exposition of one poll: the usage part, shared with the next polls for as long as no
+/// report changes (it is most of the bytes, and rendering and compressing it is most of the
+/// work), and the status part, rendered every poll.
+pub struct Prepared {
+    usage: Arc<Part>,
+    status: Part,
+}
+
+impl Prepared {
+    pub fn from_parts(usage: Arc<Part>, status: Part) -> Self {
+        Self { usage, status }
+    }
+
+    /// One part holding all of `text`.
+    pub fn new(text: Vec<u8>) -> Self {
+        Self::from_parts(Arc::new(Part::new(text)), Part::new(Vec::new()))
+    }
+
     pub fn empty() -> Self {
         Self::new(Vec::new())
     }
 
-    pub fn text(&self) -> &Bytes {
-        &self.text
+    pub fn usage(&self) -> &Arc<Part> {
+        &self.usage
     }
 
-    /// The response body: this usage part, then `own` (the exporter's metrics, already in
-    /// `format`), then `# EOF` for OpenMetrics; gzip-compressed when asked.
+    /// The response body: the usage and status parts, then `own` (the exporter's metrics,
+    /// already in `format`), then `# EOF` for OpenMetrics; gzip-compressed when asked.
     pub fn body(&self, own: &[u8], format: Format, gzip: bool) -> Vec<Bytes> {
         let mut tail = own.to_vec();
         if format == Format::OpenMetrics {
             tail.extend_from_slice(b"# EOF\n");
         }
+        let plain = || vec![self.usage.text.clone(), self.status.text.clone(), Bytes::from(tail.clone())];
         if !gzip {
-            return vec![self.text.clone(), Bytes::from(tail)];
+            return plain();
         }
         let mut encoder = DeflateEncoder::new(Vec::with_capacity(tail.len() / 4 + 64), Compression::fast());
         let finished = encoder.write_all(&tail).and_then(|()| encoder.finish());
         let Ok(mut rest) = finished else {
-            return vec![self.text.clone(), Bytes::from(tail)];
+            return plain();
         };
-        let mut crc = self.crc.clone();
+        // Deflate streams that end in a sync flush can be concatenated; the CRC32 of the whole
+        // is combined from the CRCs of the parts.
+        let mut crc = self.usage.crc.clone();
+        crc.combine(&self.status.crc);
         let mut tail_crc = crc32fast::Hasher::new();
         tail_crc.update(&tail);
         crc.combine(&tail_crc);
-        let length = (self.text.len() + tail.len()) as u32; // ISIZE is the length modulo 2^32
+        let length = (self.usage.text.len() + self.status.text.len() + tail.len()) as u32; // ISIZE: modulo 2^32
         rest.extend_from_slice(&crc.finalize().to_le_bytes());
         rest.extend_from_slice(&length.to_le_bytes());
-        vec![Bytes::from_static(&GZIP_HEADER), self.deflated.clone(), Bytes::from(rest)]
+        vec![
+            Bytes::from_static(&GZIP_HEADER),
+            self.usage.deflated.clone(),
+            self.status.deflated.clone(),
+            Bytes::from(rest),
+        ]
     }
 }
 
@@ -214,6 +248,18 @@ mod tests {
         let om = prepared.body(own, Format::OpenMetrics, true);
         assert!(gunzip(&om).ends_with(b"ami_usage_polls_total 3\n# EOF\n"));
         assert_eq!(gunzip(&Prepared::empty().body(b"x 1\n", Format::Text, true)), b"x 1\n");
+    }
+
+    #[test]
+    fn gzip_body_of_usage_and_status_parts_is_one_valid_member() {
+        let usage = Arc::new(Part::new(b"# TYPE a gauge\na 1\n".repeat(500)));
+        let prepared = Prepared::from_parts(Arc::clone(&usage), Part::new(b"b{x=\"y\"} 2\n".to_vec()));
+        let own = b"c_total 3\n";
+        let expected = [usage.text().as_ref(), b"b{x=\"y\"} 2\n", own].concat();
+        assert_eq!(gunzip(&prepared.body(own, Format::Text, true)), expected);
+        assert_eq!(prepared.body(own, Format::Text, false).concat(), expected);
+        let empty = Prepared::empty();
+        assert_eq!(gunzip(&empty.body(own, Format::Text, true)), own);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Config;
 use crate::ids::AccountId;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ImageStatus, Snapshot};
 
 const PREFIX: &str = "ami_usage";
 
@@ -408,9 +408,60 @@ impl Capped {
     }
 }
 
-/// Renders the usage data of a snapshot. Images without a usable report get their status
-/// series but no usage series: a missing report is not zero usage.
+/// Renders a whole snapshot: its usage part, then its status part (see `render_usage` and
+/// `render_status`).
 pub fn render_snapshot(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> {
+    let mut out = render_usage(snapshot, options);
+    out.extend_from_slice(&render_status(snapshot));
+    out
+}
+
+/// The labels that identify an image: Region, owner (when several are configured), image.
+fn image_labels(image: &ImageStatus) -> Vec<(&str, &str)> {
+    let mut labels: Vec<(&str, &str)> = vec![("aws_region", &image.region)];
+    if let Some(owner) = &image.owner {
+        labels.push(("owner_account_id", owner));
+    }
+    labels.push(("image_id", &image.image_id));
+    labels
+}
+
+/// Renders what changes every poll: whether each image was refreshed, when, and its pending
+/// report. A few series per image.
+pub fn render_status(snapshot: &Snapshot) -> Vec<u8> {
+    let mut success = TextFamily::gauge(
+        "image_poll_success",
+        "Whether the last poll refreshed the image (1) or kept its last good data (0)",
+    );
+    let mut last = TextFamily::gauge(
+        "last_success_timestamp_seconds",
+        "When the image was last refreshed successfully (Unix time)",
+    );
+    let mut pending = TextFamily::gauge(
+        "pending_report_creation_timestamp_seconds",
+        "When the image's pending report was requested (Unix time); absent when none is pending",
+    );
+    for image in &snapshot.images {
+        let labels = image_labels(image);
+        success.push(&labels, if image.poll_success { 1.0 } else { 0.0 });
+        if let Some(t) = image.last_success {
+            last.push(&labels, unix_seconds(t));
+        }
+        if let Some(t) = image.pending_since {
+            pending.push(&labels, unix_seconds(t));
+        }
+    }
+    let mut out = Vec::new();
+    for family in [success, last, pending] {
+        family.append_to(&mut out);
+    }
+    out
+}
+
+/// Renders the usage data of a snapshot: everything that depends only on which report serves
+/// each image and on the options, so that it can be reused while neither changes. Images without a usable report get their status
+/// series but no usage series: a missing report is not zero usage.
+pub fn render_usage(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> {
     let cap = |family| Capped { family, limit: options.max_series, dropped: 0 };
     let mut resources = cap(TextFamily::gauge(
         "resources",
@@ -429,32 +480,9 @@ pub fn render_snapshot(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> 
     );
     let mut info =
         TextFamily::gauge("report_info", "The report that serves an image's usage figures; value is always 1");
-    let mut success = TextFamily::gauge(
-        "image_poll_success",
-        "Whether the last poll refreshed the image (1) or kept its last good data (0)",
-    );
-    let mut last = TextFamily::gauge(
-        "last_success_timestamp_seconds",
-        "When the image was last refreshed successfully (Unix time)",
-    );
-    let mut pending = TextFamily::gauge(
-        "pending_report_creation_timestamp_seconds",
-        "When the image's pending report was requested (Unix time); absent when none is pending",
-    );
     for image in &snapshot.images {
-        let mut labels: Vec<(&str, &str)> = vec![("aws_region", &image.region)];
-        if let Some(owner) = &image.owner {
-            labels.push(("owner_account_id", owner));
-        }
-        labels.push(("image_id", &image.image_id));
-        success.push(&labels, if image.poll_success { 1.0 } else { 0.0 });
-        if let Some(t) = image.last_success {
-            last.push(&labels, unix_seconds(t));
-        }
-        if let Some(t) = image.pending_since {
-            pending.push(&labels, unix_seconds(t));
-        }
         let Some(report) = &image.report else { continue };
+        let labels = image_labels(image);
         created.push(&labels, unix_seconds(report.created));
         info.push(&[labels.as_slice(), &[("report_id", &report.report_id)]].concat(), 1.0);
         if options.sum_all || options.sum_for.contains(&*image.image_id) {
@@ -488,7 +516,7 @@ pub fn render_snapshot(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> 
     let mut out = Vec::new();
     resources.family.append_to(&mut out);
     unexpected.family.append_to(&mut out);
-    for family in [created, info, success, last, pending] {
+    for family in [created, info] {
         family.append_to(&mut out);
     }
     if !options.names.is_empty() {
