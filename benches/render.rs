@@ -24,7 +24,7 @@ fn snapshot(images: usize, accounts: usize) -> Snapshot {
                 .flat_map(|a| {
                     ["ec2:Instance", "ec2:LaunchTemplate"].map(|rt| {
                         let key = UsageKey {
-                            account_id: format!("{:012}", 100_000_000_000 + a * 7919),
+                            account_id: format!("{:012}", 100_000_000_000 + a * 7919).into(),
                             resource_type: rt.into(),
                         };
                         (key, (i * 31 + a) as u64 % 500 + 1)

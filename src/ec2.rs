@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::aws::{CREDENTIALS_ERROR, IncompleteAnswer, RESPONSE_ERROR, caused_by, error_chain, is_credentials_error};
 use crate::config::{EntryQuery, ReportPolicy};
+use crate::intern::{Interner, Locked};
 use crate::metrics::ApiMetrics;
 use crate::report::{CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, ReportParams, ReportState, UsageReport};
 use crate::snapshot::Entry;
@@ -197,11 +198,12 @@ impl Ec2Reports {
     }
 
     /// Reads the entries of the given reports (by report ID, never by image ID, which would mix
-    /// every report of the image together), all pages.
+    /// every report of the image together), all pages. Their strings are taken from `strings`.
     pub async fn describe_entries(
         &self,
         report_ids: &[String],
         query: &EntryQuery,
+        strings: &Interner,
     ) -> Result<(Vec<Entry>, Skipped), ApiError> {
         const OP: &str = "DescribeImageUsageReportEntries";
         let filters = entry_filters(query);
@@ -220,10 +222,14 @@ impl Ec2Reports {
                 .await
                 .map_err(|e| ApiError::from_sdk(OP, e))?;
             drop(permit);
-            for entry in page.image_usage_report_entries() {
-                match convert_entry(entry) {
-                    Ok(e) => entries.push(e),
-                    Err(why) => skipped.add(|| why),
+            {
+                // One lock per page; released before the next call is awaited.
+                let mut strings = strings.lock();
+                for entry in page.image_usage_report_entries() {
+                    match convert_entry(entry, &mut strings) {
+                        Ok(e) => entries.push(e),
+                        Err(why) => skipped.add(|| why),
+                    }
                 }
             }
             if !self.advance(&mut pages, page.next_token())? {
@@ -502,7 +508,7 @@ fn convert_report(r: &ImageUsageReport) -> Result<UsageReport, String> {
     })
 }
 
-fn convert_entry(e: &ImageUsageReportEntry) -> Result<Entry, String> {
+fn convert_entry(e: &ImageUsageReportEntry, strings: &mut Locked<'_>) -> Result<Entry, String> {
     let report_id = e.report_id().ok_or("an entry without reportId")?;
     let missing = |field: &str| format!("an entry of report {report_id} has no {field}");
     let account_id = e.account_id().ok_or_else(|| missing("accountId"))?;
@@ -513,9 +519,9 @@ fn convert_entry(e: &ImageUsageReportEntry) -> Result<Entry, String> {
         .filter(|n| *n <= MAX_PLAUSIBLE_USAGE)
         .ok_or_else(|| format!("an entry of report {report_id} has an impossible usageCount {count}"))?;
     Ok(Entry {
-        report_id: report_id.to_owned(),
-        account_id: account_id.to_owned(),
-        resource_type: resource_type.to_owned(),
+        report_id: strings.intern(report_id),
+        account_id: strings.intern(account_id),
+        resource_type: strings.intern(resource_type),
         usage_count,
     })
 }
@@ -554,6 +560,9 @@ mod tests {
 
     #[test]
     fn entries_missing_fields_or_negative_are_refused() {
+        let interner = Interner::new();
+        let mut strings = interner.lock();
+        let mut convert_entry = |e: &ImageUsageReportEntry| convert_entry(e, &mut strings);
         let good = ImageUsageReportEntry::builder()
             .report_id("amiur-1")
             .account_id("111122223333")
@@ -578,6 +587,27 @@ mod tests {
             .usage_count(i64::MAX)
             .build();
         assert!(convert_entry(&huge).is_err_and(|e| e.contains("impossible")));
+    }
+
+    #[test]
+    fn entries_share_their_strings() {
+        let interner = Interner::new();
+        let entry = |account: &str, rt: &str| {
+            let e = ImageUsageReportEntry::builder()
+                .report_id("amiur-1")
+                .account_id(account)
+                .resource_type(rt)
+                .usage_count(1)
+                .build();
+            convert_entry(&e, &mut interner.lock()).expect("valid")
+        };
+        let a = entry("111122223333", "ec2:Instance");
+        let b = entry("111122223333", "ec2:LaunchTemplate");
+        let c = entry("444455556666", "ec2:Instance");
+        assert!(Arc::ptr_eq(&a.report_id, &c.report_id));
+        assert!(Arc::ptr_eq(&a.account_id, &b.account_id));
+        assert!(Arc::ptr_eq(&a.resource_type, &c.resource_type));
+        assert_eq!(interner.len(), 5);
     }
 
     #[test]

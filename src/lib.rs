@@ -12,6 +12,7 @@ pub mod config;
 pub mod ec2;
 pub mod exposition;
 pub mod ids;
+pub mod intern;
 pub mod logging;
 pub mod metrics;
 pub mod poller;

@@ -21,6 +21,7 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::config::{Config, Discovery, EntryQuery, MAX_IDS_PER_CALL, ReportPolicy};
 use crate::ec2::{ApiError, Ec2Reports, ReportSelector, Skipped, is_denied};
+use crate::intern::Interner;
 use crate::metrics::SelfMetrics;
 use crate::report::{
     Backoff, ImageReports, ReportParams, ReportState, UsageReport, classify, client_token, failed_in_window,
@@ -110,6 +111,9 @@ pub struct Poller {
     metrics: SelfMetrics,
     /// Usage of every report currently serving an image, by report ID.
     cache: HashMap<String, Arc<ReportUsage>>,
+    /// The account IDs, resource types and report IDs of the entries read, one copy of each
+    /// (see `intern`); what the cache no longer holds is forgotten after every poll.
+    strings: Arc<Interner>,
     /// The last status of each image, served again when a later poll of the image fails.
     last: HashMap<(Arc<str>, String), ImageStatus>,
 }
@@ -150,6 +154,7 @@ impl Poller {
             },
             metrics,
             cache: HashMap::new(),
+            strings: Arc::new(Interner::new()),
             last: HashMap::new(),
         }
     }
@@ -159,6 +164,8 @@ impl Poller {
     /// if the new configuration reads reports the same way.
     pub fn inherit(&mut self, mut previous: Poller) {
         self.last = std::mem::take(&mut previous.last);
+        // The strings the inherited usage holds: new entries share them too.
+        self.strings = previous.strings.clone();
         if previous.settings.entry_query == self.settings.entry_query {
             self.cache = std::mem::take(&mut previous.cache);
         }
@@ -194,6 +201,7 @@ impl Poller {
             images.iter().filter_map(|s| s.report.as_ref()).map(|r| r.report_id.as_str()).collect();
         // Reports no longer serving any image will not be read again: forget them.
         self.cache.retain(|id, _| serving.contains(id.as_str()));
+        self.strings.forget_unused();
         self.last = images.iter().map(|s| ((s.region.clone(), s.image_id.to_string()), s.clone())).collect();
 
         stats.images = images.len();
@@ -241,7 +249,7 @@ impl Poller {
         stats.reports_read += unread.len();
         let target = &self.targets[index];
         let (read, failed_reports, skipped) =
-            read_entries(target, &unread, &self.settings.entry_query, self.settings.concurrency).await;
+            read_entries(target, &unread, &self.settings.entry_query, self.settings.concurrency, &self.strings).await;
         errors.extend(failed_reports.values().cloned());
         self.note_skipped(&region, &skipped, "entries");
         for (id, usage) in read {
@@ -722,12 +730,13 @@ async fn read_entries(
     reports: &[&UsageReport],
     query: &EntryQuery,
     concurrency: usize,
+    strings: &Interner,
 ) -> (Vec<(String, ReportUsage)>, HashMap<String, ApiError>, Skipped) {
     let calls: Vec<_> = entry_batches(reports, concurrency)
         .into_iter()
         .map(|batch| async move {
             let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
-            (batch, target.api.describe_entries(&ids, query).await)
+            (batch, target.api.describe_entries(&ids, query, strings).await)
         })
         .collect();
     let (mut read, mut failed, mut skipped) = (Vec::new(), HashMap::new(), Skipped::default());
@@ -738,7 +747,7 @@ async fn read_entries(
                 skipped.example = skipped.example.take().or(batch_skipped.example);
                 let mut by_report: HashMap<&str, Vec<&Entry>> = HashMap::new();
                 for entry in &entries {
-                    by_report.entry(entry.report_id.as_str()).or_default().push(entry);
+                    by_report.entry(&entry.report_id).or_default().push(entry);
                 }
                 for report in batch {
                     let mine = by_report.remove(report.id.as_str()).unwrap_or_default();

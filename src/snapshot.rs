@@ -7,18 +7,23 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 /// One row of a report: an account's use of the image through one resource type.
+///
+/// The strings are shared (`intern::Interner`): a batch of reports holds tens of thousands of
+/// entries that name the same few accounts, resource types and reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub report_id: String,
-    pub account_id: String,
-    pub resource_type: String,
+    pub report_id: Arc<str>,
+    pub account_id: Arc<str>,
+    pub resource_type: Arc<str>,
     pub usage_count: u64,
 }
 
+/// The labels of one usage series. Shared strings: every cached series holds its account and
+/// resource type for as long as its report serves, and both repeat across all images.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UsageKey {
-    pub account_id: String,
-    pub resource_type: String,
+    pub account_id: Arc<str>,
+    pub resource_type: Arc<str>,
 }
 
 /// The usage counts of one available report. Reports never change once available, so this is
@@ -43,7 +48,7 @@ impl ReportUsage {
     ) -> Self {
         let usage = entries
             .into_iter()
-            .filter(|e| e.report_id == report_id)
+            .filter(|e| &*e.report_id == report_id)
             .map(|e| {
                 let key = UsageKey { account_id: e.account_id.clone(), resource_type: e.resource_type.clone() };
                 (key, e.usage_count)

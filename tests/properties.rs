@@ -1145,9 +1145,9 @@ fn usage_count() -> impl Strategy<Value = u64> {
 
 fn entry(report_id: &str, account_id: &str, resource_type: &str, usage_count: u64) -> Entry {
     Entry {
-        report_id: report_id.to_owned(),
-        account_id: account_id.to_owned(),
-        resource_type: resource_type.to_owned(),
+        report_id: report_id.into(),
+        account_id: account_id.into(),
+        resource_type: resource_type.into(),
         usage_count,
     }
 }
@@ -1197,7 +1197,7 @@ fn paginate(entries: &[Entry], cuts: &[Index], repeat: &[bool]) -> Vec<Vec<Entry
 fn model<'a>(report_id: &str, entries: impl IntoIterator<Item = &'a Entry>) -> BTreeMap<UsageKey, u64> {
     let mut usage = BTreeMap::new();
     for e in entries {
-        if e.report_id == report_id {
+        if &*e.report_id == report_id {
             usage.insert(
                 UsageKey { account_id: e.account_id.clone(), resource_type: e.resource_type.clone() },
                 e.usage_count,
@@ -1226,7 +1226,7 @@ proptest! {
         let want: BTreeMap<UsageKey, u64> = truth
             .iter()
             .map(|((account_id, resource_type), n)| {
-                (UsageKey { account_id: account_id.clone(), resource_type: resource_type.clone() }, *n)
+                (UsageKey { account_id: account_id.as_str().into(), resource_type: resource_type.as_str().into() }, *n)
             })
             .collect();
 
@@ -1541,7 +1541,9 @@ fn report_usage() -> impl Strategy<Value = ReportUsage> {
         created,
         usage: usage
             .into_iter()
-            .map(|((account_id, resource_type), n)| (UsageKey { account_id, resource_type }, n))
+            .map(|((account_id, resource_type), n)| {
+                (UsageKey { account_id: account_id.into(), resource_type: resource_type.into() }, n)
+            })
             .collect(),
     })
 }

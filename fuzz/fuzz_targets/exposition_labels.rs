@@ -172,7 +172,9 @@ fn snapshot(images: Vec<Image>) -> Snapshot {
                 .take(32)
                 // Counts as EC2 reports them: convert_entry refuses more than 10^9.
                 .map(|(account, resource_type, n)| {
-                    (UsageKey { account_id: account.text(ACCOUNTS), resource_type }, n % 1_000_000_001)
+                    let key =
+                        UsageKey { account_id: account.text(ACCOUNTS).into(), resource_type: resource_type.into() };
+                    (key, n % 1_000_000_001)
                 })
                 .collect();
             Arc::new(ReportUsage { report_id: r.report_id, created: time(r.created), usage })
