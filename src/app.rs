@@ -151,9 +151,12 @@ pub async fn guarded<F: std::future::Future>(poll: F) -> Result<F::Output, Strin
 /// identity: a cached report is the same `Arc` from poll to poll) and the render options.
 #[derive(PartialEq)]
 struct UsageInputs {
-    images: Vec<(Arc<str>, Option<Arc<str>>, Arc<str>, Option<ReportRef>)>,
+    images: Vec<ServedImage>,
     options: RenderOptions,
 }
+
+/// Region, owner, image, and the report serving it.
+type ServedImage = (Arc<str>, Option<Arc<str>>, Arc<str>, Option<ReportRef>);
 
 /// A report compared by identity, not by content: equal pointers mean the very same report.
 struct ReportRef(Arc<ReportUsage>);
