@@ -224,8 +224,9 @@ impl Schedule {
             };
             match outcome {
                 Ok((snapshot, stats)) => {
+                    let polled = started.elapsed();
                     self.publish(snapshot, RenderOptions::from_config(&config), &mut rendered).await;
-                    self.log_poll(&stats, started, requests_before);
+                    self.log_poll(&stats, polled, started.elapsed() - polled, requests_before);
                     if stats.credentials_failed {
                         // The credential chain may have changed (a profile written, a token file
                         // mounted): build it anew so the next poll picks that up, no restart needed.
@@ -268,9 +269,11 @@ impl Schedule {
         }
     }
 
-    fn log_poll(&self, stats: &PollStats, started: Instant, requests_before: u64) {
+    /// One line per poll: `duration_ms` is the AWS part, `render_ms` what publishing took after it.
+    fn log_poll(&self, stats: &PollStats, polled: Duration, rendered: Duration, requests_before: u64) {
         tracing::info!(
-            duration_ms = started.elapsed().as_millis() as u64,
+            duration_ms = polled.as_millis() as u64,
+            render_ms = rendered.as_millis() as u64,
             images = stats.images,
             failed_images = stats.failed_images,
             series = stats.series,
