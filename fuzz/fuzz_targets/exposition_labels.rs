@@ -265,7 +265,7 @@ fn expected(snapshot: &Snapshot, o: &Model) -> Vec<Sample> {
     if o.tracks_unexpected() {
         out.extend(unexpected);
     }
-    for family in [created, info, success, last, pending] {
+    for family in [created, info] {
         out.extend(family);
     }
     for (id, name) in &o.names {
@@ -273,6 +273,10 @@ fn expected(snapshot: &Snapshot, o: &Model) -> Vec<Sample> {
     }
     if o.max_series > 0 {
         out.push(sample("series_dropped", &[], dropped as f64));
+    }
+    // The status families come last: they are the part rendered anew every poll.
+    for family in [success, last, pending] {
+        out.extend(family);
     }
     out
 }
