@@ -186,7 +186,7 @@ class Exporter:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ENDPOINT_URL_EC2=sim.url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                    AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-        argv = [str(ROOT / "target/release/ami-usage-exporter"), f"--config.file={self.config}",
+        argv = [str(EXPORTER[0]), f"--config.file={self.config}",
                 "--web.listen-address=127.0.0.1:0", "--web.max-requests=0"] + list(extra)
         self.started = time.monotonic()
         self.proc = spawn(argv, self.log, env)
@@ -313,6 +313,7 @@ SIZES = {"0": (1, 0), "100k": (500, 100), "1M": (5000, 100)}  # images, accounts
 
 
 EXTRA_EXPORTER_ARGS = []
+EXPORTER = [ROOT / "target/release/ami-usage-exporter"]  # --exporter replaces it
 
 
 def start_sized(workdir, size, extra_exporter=(), poll_interval="1h"):
@@ -506,7 +507,7 @@ def scenario_memory(args, workdir, report):
 
 
 def scenario_startup(args, workdir, report):
-    exe = ROOT / "target/release/ami-usage-exporter"
+    exe = EXPORTER[0]
     sim = Sim(workdir, "startup", 5, 8)
     ids = sim.image_ids()
     config = workdir / "startup.yml"
@@ -528,7 +529,7 @@ def scenario_startup(args, workdir, report):
     size = exe.stat().st_size
     report.table(f"Start-up (hyperfine, {args.startup_runs} runs, ms)", ["command", "median", "mean", "min", "max"],
                  rows)
-    report.note(f"binary: {exe.relative_to(ROOT)} {size / 2**20:.1f} MiB (stripped by the release profile)")
+    report.note(f"binary: {exe} {size / 2**20:.1f} MiB")
     lto = ROOT / "target/release-lto/ami-usage-exporter"
     if lto.exists():
         report.note(f"binary with LTO: {lto.relative_to(ROOT)} {lto.stat().st_size / 2**20:.1f} MiB")
@@ -581,10 +582,13 @@ def main():
     parser.add_argument("--memory-seconds", type=int, default=20)
     parser.add_argument("--startup-runs", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, configs)")
+    parser.add_argument("--exporter", help="another exporter binary (e.g. an older build, to compare)")
     parser.add_argument("--exporter-arg", action="append", default=[],
                         help="extra exporter flag for the scrape and memory scenarios (repeatable)")
     args = parser.parse_args()
     EXTRA_EXPORTER_ARGS.extend(args.exporter_arg)
+    if args.exporter:
+        EXPORTER[0] = Path(args.exporter).resolve()
 
     for tool in ("wrk", "nginx", "hyperfine"):
         if not shutil.which(tool):

@@ -66,6 +66,11 @@ impl ApiError {
     fn pagination(operation: &'static str, message: String) -> Self {
         Self { operation, code: "PaginationLoop".to_owned(), message }
     }
+
+    /// The task running the call was cancelled (the runtime is shutting down).
+    pub fn cancelled(operation: &'static str, message: String) -> Self {
+        Self { operation, code: "Cancelled".to_owned(), message }
+    }
 }
 
 /// Which reports to list: those of some images, or some reports by ID.

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{Config, Discovery, EntryQuery, MAX_IDS_PER_CALL, ReportPolicy};
 use crate::ec2::{ApiError, Ec2Reports, ReportSelector, Skipped, is_denied};
@@ -730,34 +731,35 @@ async fn read_entries(
     reports: &[&UsageReport],
     query: &EntryQuery,
     concurrency: usize,
-    strings: &Interner,
+    strings: &Arc<Interner>,
 ) -> (Vec<(String, ReportUsage)>, HashMap<String, ApiError>, Skipped) {
-    let calls: Vec<_> = entry_batches(reports, concurrency)
-        .into_iter()
-        .map(|batch| async move {
-            let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
-            (batch, target.api.describe_entries(&ids, query, strings).await)
+    let batches = entry_batches(reports, concurrency);
+    let calls: Vec<_> = batches
+        .iter()
+        .map(|batch| {
+            let wanted: Vec<(String, SystemTime)> = batch.iter().map(|r| (r.id.clone(), r.created)).collect();
+            let (api, query, strings) = (target.api.clone(), query.clone(), Arc::clone(strings));
+            async move {
+                let ids: Vec<String> = wanted.iter().map(|(id, _)| id.clone()).collect();
+                let (entries, skipped) = api.describe_entries(&ids, &query, &strings).await?;
+                Ok::<_, ApiError>(fold_entries(&wanted, &entries, skipped))
+            }
         })
         .collect();
     let (mut read, mut failed, mut skipped) = (Vec::new(), HashMap::new(), Skipped::default());
-    for (batch, result) in bounded(calls, concurrency).await {
+    for (index, result) in bounded_tasks(calls, concurrency).await {
+        let batch = batches[index];
+        let result = match result {
+            Ok(outcome) => outcome,
+            // A panic stays a panic of the poll (caught, counted and logged by the schedule).
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(ApiError::cancelled("DescribeImageUsageReportEntries", error.to_string())),
+        };
         match result {
-            Ok((entries, batch_skipped)) => {
+            Ok((usage, batch_skipped)) => {
                 skipped.count += batch_skipped.count;
                 skipped.example = skipped.example.take().or(batch_skipped.example);
-                let mut by_report: HashMap<&str, Vec<&Entry>> = HashMap::new();
-                for entry in &entries {
-                    by_report.entry(&entry.report_id).or_default().push(entry);
-                }
-                for report in batch {
-                    let mine = by_report.remove(report.id.as_str()).unwrap_or_default();
-                    read.push((report.id.clone(), ReportUsage::from_entries(&report.id, report.created, mine)));
-                }
-                let strays: usize = by_report.values().map(Vec::len).sum();
-                if strays > 0 {
-                    skipped.count += strays as u64;
-                    skipped.example.get_or_insert_with(|| "entries of a report that was not asked for".to_owned());
-                }
+                read.extend(usage);
             }
             Err(error) => {
                 tracing::warn!(aws_region = %target.region, reports = batch.len(), error = %error, "cannot read usage report entries");
@@ -768,6 +770,52 @@ async fn read_entries(
         }
     }
     (read, failed, skipped)
+}
+
+/// Groups a call's entries by report into usage counts, one per report asked for (a report
+/// without entries is read as no usage); entries of reports not asked for are skipped.
+fn fold_entries(
+    wanted: &[(String, SystemTime)],
+    entries: &[Entry],
+    mut skipped: Skipped,
+) -> (Vec<(String, ReportUsage)>, Skipped) {
+    let mut by_report: HashMap<&str, Vec<&Entry>> = HashMap::new();
+    for entry in entries {
+        by_report.entry(&entry.report_id).or_default().push(entry);
+    }
+    let usage = wanted
+        .iter()
+        .map(|(id, created)| {
+            let mine = by_report.remove(id.as_str()).unwrap_or_default();
+            (id.clone(), ReportUsage::from_entries(id, *created, mine))
+        })
+        .collect();
+    let strays: usize = by_report.values().map(Vec::len).sum();
+    if strays > 0 {
+        skipped.count += strays as u64;
+        skipped.example.get_or_insert_with(|| "entries of a report that was not asked for".to_owned());
+    }
+    (usage, skipped)
+}
+
+/// Runs the calls as tasks of their own, at most `limit` at a time, and returns each outcome
+/// with the index of its call. `bounded` polls all its futures in the poll's task, so on one
+/// thread at a time; reading entries is CPU work (the SDK's XML parsing is most of a cold
+/// poll's CPU time, BENCHMARKS.md), which spreads over the runtime's threads this way. The
+/// tasks are aborted if the poll is dropped (shutdown).
+async fn bounded_tasks<F>(calls: Vec<F>, limit: usize) -> Vec<(usize, Result<F::Output, tokio::task::JoinError>)>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    stream::iter(calls.into_iter().enumerate())
+        .map(|(index, call)| {
+            let task = AbortOnDropHandle::new(tokio::spawn(call));
+            async move { (index, task.await) }
+        })
+        .buffer_unordered(limit.max(1))
+        .collect()
+        .await
 }
 
 #[cfg(test)]

@@ -283,9 +283,11 @@ async fn missing_credentials_are_visible_and_recover_without_restart() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_SHARED_CREDENTIALS_FILE", &credentials);
     let exporter = Exporter::spawn(cmd, &config);
+    // The error counter moves as the call fails; the images' status only when the poll ends.
     let e = exporter
         .scrape_until(WAIT, "the credentials failure", |e| {
             e.sum("ami_usage_api_errors_total", &[("code", "CredentialsError")]) >= 1.0
+                && sim.image_ids().iter().all(|i| success(e, i).is_some())
         })
         .await;
     assert!(sim.image_ids().iter().all(|i| success(&e, i) == Some(0.0)));
