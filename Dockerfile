@@ -17,12 +17,13 @@ WORKDIR /src
 
 # 1. Dependencies only, cached until Cargo.toml, Cargo.lock or build.rs change. Cargo needs a
 #    file for every target the manifests name (the exporter and demo binaries, the library, the
-#    simulator crate), so empty stubs stand in for the sources.
+#    render benchmark, the simulator crate), so empty stubs stand in for the sources.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY ec2-sim/Cargo.toml ec2-sim/Cargo.toml
-RUN mkdir -p src/bin ec2-sim/src \
+RUN mkdir -p src/bin ec2-sim/src benches \
     && printf 'fn main() {}\n' > src/main.rs \
     && printf 'fn main() {}\n' > src/bin/demo.rs \
+    && printf 'fn main() {}\n' > benches/render.rs \
     && printf 'fn main() {}\n' > ec2-sim/src/main.rs \
     && : > src/lib.rs \
     && : > ec2-sim/src/lib.rs \

@@ -570,8 +570,8 @@ def machine():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="*", default=["scrape", "cost", "time", "memory", "startup"],
-                        choices=["scrape", "cost", "time", "memory", "startup"])
+    everything = ["scrape", "cost", "time", "memory", "startup"]
+    parser.add_argument("scenarios", nargs="*", metavar="scenario", help=f"any of {', '.join(everything)} (default: all)")
     parser.add_argument("--sizes", nargs="+", default=["0", "100k", "1M"], choices=list(SIZES))
     parser.add_argument("--connections", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per server and setting (median)")
@@ -586,6 +586,10 @@ def main():
     parser.add_argument("--exporter-arg", action="append", default=[],
                         help="extra exporter flag for the scrape and memory scenarios (repeatable)")
     args = parser.parse_args()
+    for name in args.scenarios:
+        if name not in everything:
+            parser.error(f"unknown scenario {name!r}; choose from {', '.join(everything)}")
+    args.scenarios = args.scenarios or everything
     EXTRA_EXPORTER_ARGS.extend(args.exporter_arg)
     if args.exporter:
         EXPORTER[0] = Path(args.exporter).resolve()
