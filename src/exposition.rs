@@ -1,12 +1,13 @@
 //! The bytes of `/metrics`, in the format and encoding each scraper asks for.
 //!
-//! The usage part (possibly 100,000 series) is prepared once per poll: as text, and as a
-//! deflate stream that is flushed but not finished. A scrape that asks for gzip gets that
-//! stream, followed by the compressed few lines of the exporter's own metrics and the gzip
-//! trailer (the CRC32 of the whole is combined from the two parts), so gzip costs the scrape
-//! path a few microseconds instead of compressing megabytes. The usage part holds only gauges,
-//! whose text and OpenMetrics forms are identical; the exporter's own part is converted per
-//! scrape, which is cheap.
+//! A poll's exposition is two prepared `Part`s, each kept as text and as a deflate stream that
+//! is flushed but not finished: the usage part (possibly 100,000 series), prepared again only
+//! when a report changes, and the status part (a few lines per image), prepared every poll. A
+//! scrape that asks for gzip gets both streams, followed by the compressed few lines of the
+//! exporter's own metrics and the gzip trailer (the CRC32 of the whole is combined from the
+//! parts), so gzip costs the scrape path a few microseconds instead of compressing megabytes.
+//! Both parts hold only gauges, whose text and OpenMetrics forms are identical; the exporter's
+//! own part is converted per scrape, which is cheap.
 
 use std::io::Write as _;
 

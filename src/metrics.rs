@@ -1,7 +1,8 @@
 //! The metrics: names, help texts, and how they become the text exposition.
 //!
-//! Two parts make up `/metrics`. The usage data (`render_snapshot`) can be 100,000 series and
-//! changes only when a poll ends, so it is rendered once per poll and served as stored bytes.
+//! Two parts make up `/metrics`. The data of a poll (`render_usage`, up to 100,000 series and
+//! more, rendered again only when a report changes, and `render_status`, a few lines per image,
+//! rendered every poll) is served as stored bytes.
 //! The exporter's own metrics (`SelfMetrics`: API calls, polls, process) are a few dozen series
 //! that move between polls, so they are rendered on each scrape. The two parts never share a
 //! metric name, so their concatenation is one valid exposition.

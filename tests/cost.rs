@@ -255,6 +255,25 @@ fn all_fresh(e: &common::Exposition, images: &[String]) -> bool {
     images.iter().all(|i| e.value("ami_usage_image_poll_success", &[("image_id", i)]) == Some(1.0))
 }
 
+/// Scrapes until `done`, asserting on every scrape that no image was marked failed.
+async fn scrape_fresh_until(
+    exporter: &Exporter,
+    images: &[String],
+    what: &str,
+    done: impl Fn(&common::Exposition) -> bool,
+) -> common::Exposition {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let e = exporter.scrape().await;
+        assert!(all_fresh(&e, images), "an image was marked failed:\n{e:?}");
+        if done(&e) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no {what} in time; log:\n{}", exporter.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Without the permission, deleting pauses for a doubling interval instead of failing in every
 /// poll, and reading goes on: no image is marked failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,16 +286,7 @@ async fn a_refused_delete_backs_off_and_fails_no_image() {
     let config = config_for(&images, "poll_interval: 1s\nreports:\n  max_age: 2s");
     let exporter = Exporter::start(&config, &running.endpoint_url());
     exporter.wait_ready().await;
-    let deadline = Instant::now() + WAIT;
-    let e = loop {
-        let e = exporter.scrape().await;
-        assert!(all_fresh(&e, &images), "an image was marked failed:\n{e:?}");
-        if polls(&e) >= 14.0 {
-            break e;
-        }
-        assert!(Instant::now() < deadline, "polls too slow; log:\n{}", exporter.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let e = scrape_fresh_until(&exporter, &images, "14 polls", |e| polls(e) >= 14.0).await;
     let attempts = calls_per_poll(sim, DELETE, started);
     // Waits of 1, 2, 4, 8 s after each refusal: at most 4 or 5 polls of 14 try, and each stops
     // after the first refusals (at most one per request slot).
@@ -299,16 +309,7 @@ async fn a_failed_delete_is_retried_at_the_next_poll() {
     let config = config_for(&images, "poll_interval: 1s\nreports:\n  max_age: 2s\naws:\n  max_attempts: 1");
     let exporter = Exporter::start(&config, &running.endpoint_url());
     exporter.wait_ready().await;
-    let deadline = Instant::now() + WAIT;
-    let e = loop {
-        let e = exporter.scrape().await;
-        assert!(all_fresh(&e, &images), "an image was marked failed:\n{e:?}");
-        if deleted(&e) >= 4.0 {
-            break e;
-        }
-        assert!(Instant::now() < deadline, "nothing deleted; log:\n{}", exporter.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let e = scrape_fresh_until(&exporter, &images, "4 deletions", |e| deleted(e) >= 4.0).await;
     assert_eq!(e.sum("ami_usage_api_errors_total", &[("operation", DELETE), ("code", "InternalError")]), 2.0);
     assert!(exporter.log().contains("cannot delete some superseded usage reports"), "{}", exporter.log());
     // The failed ones were retried: nothing of the exporter's is left but the serving report and
