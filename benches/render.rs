@@ -38,6 +38,7 @@ fn snapshot(images: usize, accounts: usize) -> Snapshot {
                 poll_success: true,
                 last_success: Some(created),
                 pending_since: None,
+                report_failures: 0,
                 report: Some(Arc::new(ReportUsage { report_id: format!("amiur-{i:017x}"), created, usage })),
             }
         })

@@ -1,9 +1,11 @@
 //! Start-up, the poll schedule, configuration reloads, and shutdown.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
@@ -18,9 +20,9 @@ use crate::config::{Config, ConfigError};
 use crate::ec2::Ec2Reports;
 use crate::exposition::{Part, Prepared};
 use crate::metrics::{RenderOptions, SelfMetrics, render_status, render_usage};
-use crate::poller::{PollStats, Poller, RegionTarget};
+use crate::poller::{PollStats, Poller, RegionTarget, TargetPoller};
 use crate::server::{ServerOptions, WebState, serve};
-use crate::snapshot::{ReportUsage, Snapshot};
+use crate::snapshot::{ImageStatus, ReportUsage, Snapshot};
 use crate::{REVISION, VERSION, aws, preflight};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +39,62 @@ pub enum AppError {
     WebConfig(#[from] crate::web_config::WebConfigError),
 }
 
-/// A request to re-read the configuration file; the HTTP endpoint waits for the outcome.
+/// A request to re-read the configuration file: from SIGHUP (nobody waits), or from
+/// `/-/reload` (a ticket the requester waits on, and may give up).
 pub struct Reload {
-    pub reply: Option<oneshot::Sender<Result<(), String>>>,
+    pub ticket: Option<ReloadTicket>,
+}
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// The schedule's side of a reload request made over HTTP.
+pub struct ReloadTicket {
+    state: Arc<AtomicU8>,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// The requester's side: the outcome, or giving up.
+pub struct ReloadWaiter {
+    state: Arc<AtomicU8>,
+    outcome: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Reload {
+    /// A reload someone waits for.
+    pub fn requested() -> (Reload, ReloadWaiter) {
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let (reply, outcome) = oneshot::channel();
+        (Reload { ticket: Some(ReloadTicket { state: Arc::clone(&state), reply }) }, ReloadWaiter { state, outcome })
+    }
+}
+
+impl ReloadTicket {
+    /// Takes the request for applying; `false` when its requester gave up waiting, in which case
+    /// it must not be applied: the requester was told it was not.
+    pub fn claim(&self) -> bool {
+        self.state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Tells the requester what happened.
+    pub fn reply(self, outcome: Result<(), String>) {
+        // The requester may have gone (its connection closed); nothing to tell then.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+impl ReloadWaiter {
+    /// Waits up to `limit` for the outcome. A reload still queued then is withdrawn (`None`: not
+    /// applied, and never applied later); one already being applied is waited for to the end,
+    /// so that what is reported is what happened.
+    pub async fn outcome(mut self, limit: Duration) -> Option<Result<(), String>> {
+        if let Ok(outcome) = tokio::time::timeout(limit, &mut self.outcome).await {
+            return outcome.ok();
+        }
+        let withdrawn = self.state.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if withdrawn { None } else { self.outcome.await.ok() }
+    }
 }
 
 /// Runs the exporter until SIGTERM or SIGINT.
@@ -59,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
 
     let metrics = SelfMetrics::new(VERSION, REVISION, !cli.disable_exporter_metrics)?;
     let shared = aws::shared_config(&config.aws).await;
+    metrics.preset(&config);
     let poller = Poller::new(&config, build_targets(&config, &shared, &metrics).await, metrics.clone());
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let options = ServerOptions {
@@ -67,6 +123,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         max_connections: cli.max_connections,
         header_timeout: cli.header_timeout,
         web_config: crate::web_config::WebConfigSource::from_flag(cli.web_config_file.as_deref())?,
+        lifecycle: cli.enable_lifecycle,
     };
     let state = Arc::new(WebState::new(options, metrics.clone(), Some(reload_tx.clone())));
     let shutdown = CancellationToken::new();
@@ -192,63 +249,216 @@ struct Schedule {
     shutdown: CancellationToken,
 }
 
-impl Schedule {
-    /// Polls now and then every poll interval. Polls never overlap: the next starts only after
-    /// the previous one ended, and a poll that overruns delays the schedule instead of stacking
-    /// up. A reload replaces the poller (keeping what it learned) and polls at once.
-    async fn run(self, mut poller: Poller, mut config: Config, mut reloads: mpsc::Receiver<Reload>) {
-        let mut schedule = ticker(config.poll_interval.get());
-        let mut rendered: Option<RenderedUsage> = None;
+/// A target's finished poll, as its task reports it.
+struct Polled {
+    generation: u64,
+    key: String,
+    /// `None` when the poll panicked: the target's previous images stay.
+    images: Option<Vec<ImageStatus>>,
+    stats: PollStats,
+    elapsed: Duration,
+}
+
+/// The target tasks of one configuration.
+struct Generation {
+    number: u64,
+    keys: Vec<String>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<TargetPoller>>,
+}
+
+impl Generation {
+    /// Starts one task per target. Each polls its target every poll interval, at once first;
+    /// at most `aws.max_concurrent_targets` poll at the same time.
+    fn start(number: u64, poller: Poller, config: &Arc<Config>, schedule: &Schedule, results: &mpsc::UnboundedSender<Polled>) -> Self {
+        let permits = Arc::new(tokio::sync::Semaphore::new(poller.max_concurrent_targets().max(1)));
+        let stop = schedule.shutdown.child_token();
+        let mut keys = Vec::new();
+        let mut tasks = Vec::new();
+        for target in poller.into_targets() {
+            keys.push(target.key().to_owned());
+            let task = TargetTask {
+                generation: number,
+                config: Arc::clone(config),
+                metrics: schedule.metrics.clone(),
+                permits: Arc::clone(&permits),
+                results: results.clone(),
+                stop: stop.clone(),
+            };
+            tasks.push(tokio::spawn(task.run(target)));
+        }
+        Self { number, keys, stop, tasks }
+    }
+
+    /// Stops every task and returns its target. A target interrupted mid-poll comes back reset
+    /// (see `TargetPoller::reset`).
+    async fn stop(self) -> Vec<TargetPoller> {
+        self.stop.cancel();
+        let mut targets = Vec::with_capacity(self.tasks.len());
+        for task in self.tasks {
+            match task.await {
+                Ok(target) => targets.push(target),
+                Err(error) => tracing::error!(%error, "a target's poll task ended abnormally"),
+            }
+        }
+        targets
+    }
+}
+
+/// What one target's task needs besides its target.
+struct TargetTask {
+    generation: u64,
+    config: Arc<Config>,
+    metrics: SelfMetrics,
+    permits: Arc<tokio::sync::Semaphore>,
+    results: mpsc::UnboundedSender<Polled>,
+    stop: CancellationToken,
+}
+
+impl TargetTask {
+    /// Polls the target every poll interval until stopped. Polls of one target never overlap,
+    /// and a poll that overruns delays its own schedule, nobody else's.
+    async fn run(self, mut target: TargetPoller) -> TargetPoller {
+        let mut schedule = ticker(self.config.poll_interval.get());
         loop {
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return,
-                Some(reload) = reloads.recv() => {
-                    let outcome = self.reload(&mut poller, &mut config).await;
-                    if outcome.is_ok() {
-                        schedule = ticker(config.poll_interval.get());
-                    }
-                    if let Some(reply) = reload.reply {
-                        let _ = reply.send(outcome);
-                    }
-                    continue;
-                }
+                () = self.stop.cancelled() => return target,
                 _ = schedule.tick() => {}
             }
+            let permit = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return target,
+                permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
+            };
             let started = Instant::now();
-            let requests_before = self.metrics.api.total_requests();
             let outcome = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return,
-                outcome = guarded(poller.poll(SystemTime::now())) => outcome,
+                () = self.stop.cancelled() => {
+                    // Its memory may be half-updated; the reports are in EC2, a cold read is safe.
+                    target.reset();
+                    return target;
+                }
+                outcome = guarded(target.poll(SystemTime::now())) => outcome,
             };
-            match outcome {
-                Ok((snapshot, stats)) => {
-                    let polled = started.elapsed();
-                    self.publish(snapshot, RenderOptions::from_config(&config), &mut rendered).await;
-                    self.log_poll(&stats, polled, started.elapsed() - polled, requests_before);
-                    if stats.credentials_failed {
-                        // The credential chain may have changed (a profile written, a token file
-                        // mounted): build it anew so the next poll picks that up, no restart needed.
-                        let shared = aws::shared_config(&config.aws).await;
-                        let fresh = build_targets(&config, &shared, &self.metrics).await;
-                        poller.replace_clients(fresh.into_iter().map(|t| (t.key, t.api)).collect());
+            drop(permit);
+            let polled = match outcome {
+                Ok(poll) => {
+                    if poll.stats.credentials_failed {
+                        self.rebuild_client(&mut target).await;
                     }
+                    Polled { generation: self.generation, key: target.key().to_owned(), images: Some(poll.images), stats: poll.stats, elapsed: started.elapsed() }
                 }
                 Err(panic) => {
                     self.metrics.poll_panics.inc();
-                    tracing::error!(panic = %panic, "the poll panicked; the previous data keeps being served");
+                    tracing::error!(aws_region = target.region(), panic = %panic, "the poll panicked; the previous data keeps being served, and the next poll starts from a clean state");
+                    target.reset();
+                    Polled { generation: self.generation, key: target.key().to_owned(), images: None, stats: PollStats::default(), elapsed: started.elapsed() }
                 }
+            };
+            if self.results.send(polled).is_err() {
+                return target;
             }
         }
     }
 
-    /// Renders and serves a poll's snapshot. The usage part is rendered (and compressed) again
-    /// only when a report or the options changed; in a steady state only the few status lines
-    /// per image are new, so a poll neither spends the render time nor churns the memory of
-    /// the whole exposition.
-    async fn publish(&self, snapshot: Snapshot, options: RenderOptions, last: &mut Option<RenderedUsage>) {
-        let inputs = UsageInputs::of(&snapshot, options);
+    /// The credential chain may have changed (a profile written, a token file mounted): build it
+    /// anew so the next poll picks that up, no restart needed.
+    async fn rebuild_client(&self, target: &mut TargetPoller) {
+        let shared = aws::shared_config(&self.config.aws).await;
+        let fresh = build_targets(&self.config, &shared, &self.metrics).await;
+        if let Some(new) = fresh.into_iter().find(|t| t.key == target.key()) {
+            target.replace_client(new.api);
+        }
+    }
+}
+
+/// The latest images of every target, from which each published snapshot is composed.
+#[derive(Default)]
+struct Latest {
+    by_target: HashMap<String, Vec<ImageStatus>>,
+    /// Targets that finished their first poll (succeeded, failed or panicked).
+    finished: HashSet<String>,
+}
+
+impl Latest {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::new(self.by_target.values().flatten().cloned().collect())
+    }
+
+    /// Forgets targets that are no longer configured.
+    fn retain(&mut self, keys: &[String]) {
+        self.by_target.retain(|k, _| keys.contains(k));
+        self.finished.retain(|k| keys.contains(k));
+    }
+}
+
+impl Schedule {
+    /// Runs the target tasks and publishes what they find, each target's result as soon as it
+    /// is in: the snapshot served is composed of the latest result of every target. A reload
+    /// replaces the tasks (keeping what they learned), and the new ones poll at once.
+    async fn run(self, poller: Poller, config: Config, mut reloads: mpsc::Receiver<Reload>) {
+        let mut config = Arc::new(config);
+        let (results_tx, mut results) = mpsc::unbounded_channel();
+        let mut generation = Generation::start(0, poller, &config, &self, &results_tx);
+        let mut latest = Latest::default();
+        let mut rendered: Option<RenderedUsage> = None;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                Some(reload) = reloads.recv() => {
+                    let claimed = reload.ticket.as_ref().is_none_or(ReloadTicket::claim);
+                    if !claimed {
+                        tracing::info!("a reload request was withdrawn before it was applied (it timed out); not applying it");
+                        continue;
+                    }
+                    let outcome = self.reload(&mut generation, &mut config, &results_tx).await;
+                    if outcome.is_ok() {
+                        latest.retain(&generation.keys);
+                        self.publish(&latest, &config, &mut rendered).await;
+                    }
+                    if let Some(ticket) = reload.ticket {
+                        ticket.reply(outcome);
+                    }
+                }
+                Some(first) = results.recv() => {
+                    // Several targets may have finished meanwhile: publish them together.
+                    let mut batch = vec![first];
+                    while let Ok(more) = results.try_recv() {
+                        batch.push(more);
+                    }
+                    let started = Instant::now();
+                    for polled in &mut batch {
+                        if polled.generation != generation.number {
+                            continue;
+                        }
+                        latest.finished.insert(polled.key.clone());
+                        if let Some(images) = polled.images.take() {
+                            latest.by_target.insert(polled.key.clone(), images);
+                        }
+                    }
+                    self.publish(&latest, &config, &mut rendered).await;
+                    if generation.keys.iter().all(|k| latest.finished.contains(k)) {
+                        self.state.mark_ready();
+                    }
+                    let render = started.elapsed();
+                    for polled in batch.iter().filter(|p| p.generation == generation.number) {
+                        self.log_poll(polled, render);
+                    }
+                }
+            }
+        }
+        generation.stop().await;
+    }
+
+    /// Renders and serves the composed snapshot. The usage part is rendered (and compressed)
+    /// again only when a report or the options changed; in a steady state only the few status
+    /// lines per image are new, so a poll neither spends the render time nor churns the memory
+    /// of the whole exposition.
+    async fn publish(&self, latest: &Latest, config: &Config, last: &mut Option<RenderedUsage>) {
+        let snapshot = latest.snapshot();
+        let inputs = UsageInputs::of(&snapshot, RenderOptions::from_config(config));
         let reusable = last.as_ref().filter(|l| l.inputs == inputs).map(|l| Arc::clone(&l.part));
         // Rendering 100k series takes a while; keep it off the threads that serve scrapes.
         let rendered = tokio::task::spawn_blocking(move || {
@@ -269,10 +479,13 @@ impl Schedule {
         }
     }
 
-    /// One line per poll: `duration_ms` is the AWS part, `render_ms` what publishing took after it.
-    fn log_poll(&self, stats: &PollStats, polled: Duration, rendered: Duration, requests_before: u64) {
+    /// One line per target poll: `duration_ms` is the AWS part, `render_ms` what publishing took
+    /// after it.
+    fn log_poll(&self, polled: &Polled, rendered: Duration) {
+        let stats = &polled.stats;
         tracing::info!(
-            duration_ms = polled.as_millis() as u64,
+            target = %polled.key.trim_end(),
+            duration_ms = polled.elapsed.as_millis() as u64,
             render_ms = rendered.as_millis() as u64,
             images = stats.images,
             failed_images = stats.failed_images,
@@ -281,7 +494,6 @@ impl Schedule {
             reports_read = stats.reports_read,
             reports_deleted = stats.reports_deleted,
             regions_backing_off = stats.regions_backing_off,
-            api_requests = self.metrics.api.total_requests().saturating_sub(requests_before),
             "poll finished"
         );
         if stats.credentials_failed {
@@ -292,8 +504,14 @@ impl Schedule {
         }
     }
 
-    /// Re-reads the configuration file. A bad file changes nothing but the reload metric.
-    async fn reload(&self, poller: &mut Poller, config: &mut Config) -> Result<(), String> {
+    /// Re-reads the configuration file. A bad file changes nothing but the reload metric; an
+    /// unchanged one changes nothing at all (no new clients, no extra poll).
+    async fn reload(
+        &self,
+        generation: &mut Generation,
+        config: &mut Arc<Config>,
+        results: &mpsc::UnboundedSender<Polled>,
+    ) -> Result<(), String> {
         let new = match Config::load(&self.config_path) {
             Ok(new) => new,
             Err(error) => {
@@ -302,20 +520,31 @@ impl Schedule {
                 return Err(error.to_string());
             }
         };
+        self.note_reload_success();
+        if new == **config {
+            tracing::info!(path = %self.config_path.display(), "configuration unchanged; nothing to do");
+            return Ok(());
+        }
         for warning in new.warnings() {
             tracing::warn!("{warning}");
         }
+        self.metrics.preset(&new);
         let shared = aws::shared_config(&new.aws).await;
-        let fresh = Poller::new(&new, build_targets(&new, &shared, &self.metrics).await, self.metrics.clone());
-        let previous = std::mem::replace(poller, fresh);
-        poller.inherit(previous);
-        *config = new;
+        let mut fresh = Poller::new(&new, build_targets(&new, &shared, &self.metrics).await, self.metrics.clone());
+        let number = generation.number + 1;
+        let previous = std::mem::replace(generation, Generation { number, keys: Vec::new(), stop: CancellationToken::new(), tasks: Vec::new() });
+        fresh.inherit(previous.stop().await);
+        *config = Arc::new(new);
+        *generation = Generation::start(number, fresh, config, self, results);
+        tracing::info!(path = %self.config_path.display(), "configuration reloaded");
+        Ok(())
+    }
+
+    fn note_reload_success(&self) {
         self.metrics.reload_successful.set(1);
         self.metrics
             .reload_success_time
             .set(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
-        tracing::info!(path = %self.config_path.display(), "configuration reloaded");
-        Ok(())
     }
 }
 
@@ -335,8 +564,11 @@ async fn watch_signals(shutdown: CancellationToken, reloads: mpsc::Sender<Reload
                 _ = term.recv() => { tracing::info!("SIGTERM received, shutting down"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT received, shutting down"); break; }
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP received, reloading the configuration");
-                    let _ = reloads.send(Reload { reply: None }).await;
+                    // Never awaited: a full queue must not keep this loop from seeing SIGTERM.
+                    match reloads.try_send(Reload { ticket: None }) {
+                        Ok(()) => tracing::info!("SIGHUP received, reloading the configuration"),
+                        Err(_) => tracing::info!("SIGHUP received; a reload is already queued, which will read the file as it is now"),
+                    }
                 }
             }
         }
@@ -384,6 +616,7 @@ mod tests {
             poll_success: true,
             last_success: Some(polled),
             pending_since: None,
+            report_failures: 0,
             report: Some(Arc::clone(report)),
         }])
     }
@@ -408,6 +641,26 @@ mod tests {
         .expect("valid");
         let summed = RenderOptions::from_config(&config);
         assert!(first != UsageInputs::of(&snapshot(&report, t), summed), "other options");
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_timed_out_while_queued_is_never_applied() {
+        let (request, waiter) = super::Reload::requested();
+        let outcome = waiter.outcome(Duration::from_millis(20)).await;
+        assert_eq!(outcome, None, "not applied, and said so");
+        let ticket = request.ticket.expect("an HTTP reload has a ticket");
+        assert!(!ticket.claim(), "the schedule must not apply it later");
+    }
+
+    #[tokio::test]
+    async fn a_reload_taken_before_the_timeout_is_reported_whatever_it_takes() {
+        let (request, waiter) = super::Reload::requested();
+        let ticket = request.ticket.expect("an HTTP reload has a ticket");
+        assert!(ticket.claim());
+        let waiting = tokio::spawn(waiter.outcome(Duration::from_millis(20)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ticket.reply(Err("targets: bad".into()));
+        assert_eq!(waiting.await.expect("joins"), Some(Err("targets: bad".into())), "applied and reported");
     }
 
     #[tokio::test]

@@ -20,7 +20,9 @@ use aws_smithy_runtime_api::client::interceptors::context::{
     AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef, Error as ErasedError,
     FinalizerInterceptorContextRef,
 };
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::orchestrator::{Metadata, OrchestratorError};
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction, RetryClassifierPriority};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
@@ -72,6 +74,7 @@ pub fn ec2_client(shared: &SdkConfig, region: &str, metrics: ApiMetrics) -> aws_
         .region(Region::new(region.to_owned()))
         .interceptor(counter)
         .interceptor(RequireCompleteAnswer)
+        .retry_classifier(RetryBrokenAnswers)
         .build();
     aws_sdk_ec2::Client::from_conf(config)
 }
@@ -214,6 +217,35 @@ impl Intercept for RequireCompleteAnswer {
             Some(body) if response.status().is_success() && !is_complete_xml(body) => Err(Box::new(IncompleteAnswer)),
             _ => Ok(()),
         }
+    }
+}
+
+/// Makes a broken successful answer a transient error, retried like a dropped connection.
+///
+/// The SDK retries throttling, 5xx and I/O errors, but an HTTP 200 whose body is cut off or is
+/// not EC2's XML (a proxy's HTML page, a load balancer closing early) reaches it as an error
+/// without a code, which no default classifier retries: one such answer on page 37 of an entry
+/// chain would fail the whole chain. The next attempt usually gets a whole answer.
+#[derive(Debug)]
+struct RetryBrokenAnswers;
+
+impl ClassifyRetry for RetryBrokenAnswers {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else { return RetryAction::NoActionIndicated };
+        let answered_ok = ctx.response().is_some_and(|r| r.status().is_success());
+        if caused_by::<IncompleteAnswer>(error) || (answered_ok && attempt_error_code(error) == RESPONSE_ERROR) {
+            RetryAction::transient_error()
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "ami-usage-exporter broken-answer classifier"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
     }
 }
 

@@ -36,6 +36,11 @@ pub struct Cli {
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 
+    /// Enable reloading the configuration over HTTP (POST or PUT /-/reload), as Prometheus's
+    /// flag of the same name does. SIGHUP always reloads.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
+
     /// Leave out the metrics about the exporter process itself (process_*).
     #[arg(long = "web.disable-exporter-metrics")]
     pub disable_exporter_metrics: bool,

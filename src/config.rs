@@ -99,6 +99,9 @@ pub struct Cardinality {
 pub struct AwsSettings {
     /// AWS calls in flight at once, per Region. EC2 throttles per account, Region and action.
     pub max_concurrent_requests: NonZeroU32,
+    /// Targets (Regions of owner accounts) polled at once. Each is polled on its own schedule,
+    /// so a slow Region never holds back another; this bounds the work in flight.
+    pub max_concurrent_targets: NonZeroU32,
     /// `MaxResults` of every Describe call.
     pub page_size: NonZeroU32,
     pub connect_timeout: PositiveDuration,
@@ -115,6 +118,7 @@ impl Default for AwsSettings {
     fn default() -> Self {
         Self {
             max_concurrent_requests: NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN),
+            max_concurrent_targets: NonZeroU32::new(8).unwrap_or(NonZeroU32::MIN),
             page_size: NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN),
             connect_timeout: PositiveDuration(Duration::from_secs(3)),
             attempt_timeout: PositiveDuration(Duration::from_secs(10)),

@@ -107,7 +107,48 @@ pub struct Ec2Reports {
     metrics: ApiMetrics,
 }
 
+/// Whether EC2 refused a `NextToken` it handed out earlier (it expired, or the query changed).
+fn is_refused_token(code: &str) -> bool {
+    matches!(code, "InvalidPaginationToken" | "InvalidNextToken" | "ExpiredNextToken" | "ExpiredToken")
+}
+
+/// A DescribeImageUsageReportEntries chain read so far: the entries of its pages, and where the
+/// next page starts. Kept across polls when a page fails, so that a long chain under faults
+/// makes progress instead of starting over every poll.
+#[derive(Debug)]
+pub struct EntryChain {
+    pages: Pages,
+    entries: Vec<Entry>,
+    skipped: Skipped,
+    done: bool,
+}
+
+impl Default for EntryChain {
+    fn default() -> Self {
+        Self {
+            pages: Pages::new("DescribeImageUsageReportEntries"),
+            entries: Vec::new(),
+            skipped: Skipped::default(),
+            done: false,
+        }
+    }
+}
+
+impl EntryChain {
+    /// Pages read so far.
+    pub fn pages(&self) -> usize {
+        self.pages.fetched
+    }
+
+    /// The entries and what was skipped, once the last page has been read; `None` before, so
+    /// that the entries of an unfinished chain can never be served.
+    pub fn finish(self) -> Option<(Vec<Entry>, Skipped)> {
+        self.done.then_some((self.entries, self.skipped))
+    }
+}
+
 /// Follows `nextToken` until the last page, refusing a token seen before.
+#[derive(Debug, Default)]
 struct Pages {
     operation: &'static str,
     seen: HashSet<String>,
@@ -117,7 +158,7 @@ struct Pages {
 
 impl Pages {
     fn new(operation: &'static str) -> Self {
-        Self { operation, seen: HashSet::new(), next: None, fetched: 0 }
+        Self { operation, ..Self::default() }
     }
 
     /// Records a page's token; `Ok(false)` when that was the last page.
@@ -203,17 +244,39 @@ impl Ec2Reports {
     }
 
     /// Reads the entries of the given reports (by report ID, never by image ID, which would mix
-    /// every report of the image together), all pages. Their strings are taken from `strings`.
+    /// every report of the image together), all pages, into `chain`. Their strings are taken from
+    /// `strings`.
+    ///
+    /// A failure leaves `chain` where it stood: calling again with it resumes at the page that
+    /// failed, with its `NextToken`, instead of reading the pages before it again. Should EC2
+    /// refuse that token (it expired, or belongs to no query it knows), the chain starts over
+    /// once, from the first page.
     pub async fn describe_entries(
         &self,
         report_ids: &[String],
         query: &EntryQuery,
         strings: &Interner,
-    ) -> Result<(Vec<Entry>, Skipped), ApiError> {
+        chain: &mut EntryChain,
+    ) -> Result<(), ApiError> {
+        match self.follow_entries(report_ids, query, strings, chain).await {
+            Err(error) if chain.pages.fetched > 0 && is_refused_token(&error.code) => {
+                tracing::debug!(aws_region = %self.region, pages = chain.pages.fetched, %error, "EC2 refused the saved nextToken; reading the entries from the first page");
+                *chain = EntryChain::default();
+                self.follow_entries(report_ids, query, strings, chain).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn follow_entries(
+        &self,
+        report_ids: &[String],
+        query: &EntryQuery,
+        strings: &Interner,
+        chain: &mut EntryChain,
+    ) -> Result<(), ApiError> {
         const OP: &str = "DescribeImageUsageReportEntries";
         let filters = entry_filters(query);
-        let mut pages = Pages::new(OP);
-        let (mut entries, mut skipped) = (Vec::new(), Skipped::default());
         loop {
             let permit = self.permit().await;
             let page = self
@@ -222,7 +285,8 @@ impl Ec2Reports {
                 .set_report_ids(Some(report_ids.to_vec()))
                 .set_filters(filters.clone())
                 .max_results(self.page_size)
-                .set_next_token(pages.next.take())
+                // Cloned, not taken: after a failure the chain still knows where it stood.
+                .set_next_token(chain.pages.next.clone())
                 .send()
                 .await
                 .map_err(|e| ApiError::from_sdk(OP, e))?;
@@ -232,13 +296,14 @@ impl Ec2Reports {
                 let mut strings = strings.lock();
                 for entry in page.image_usage_report_entries() {
                     match convert_entry(entry, &mut strings) {
-                        Ok(e) => entries.push(e),
-                        Err(why) => skipped.add(|| why),
+                        Ok(e) => chain.entries.push(e),
+                        Err(why) => chain.skipped.add(|| why),
                     }
                 }
             }
-            if !self.advance(&mut pages, page.next_token())? {
-                return Ok((entries, skipped));
+            if !self.advance(&mut chain.pages, page.next_token())? {
+                chain.done = true;
+                return Ok(());
             }
         }
     }

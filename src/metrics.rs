@@ -32,12 +32,13 @@ pub struct SelfMetrics {
     registry: Registry,
     pub polls: IntCounter,
     pub poll_failures: IntCounter,
-    pub poll_duration: prometheus::Gauge,
+    pub poll_duration: prometheus::GaugeVec,
     pub api: ApiMetrics,
     pub reports_created: IntCounterVec,
     pub report_errors: IntCounterVec,
     pub reports_stuck: IntCounterVec,
     pub reports_deleted: IntCounterVec,
+    pub reports_vanished: IntCounterVec,
     pub invalid_entries: IntCounterVec,
     pub poll_panics: IntCounter,
     pub reload_successful: prometheus::IntGauge,
@@ -106,10 +107,13 @@ impl SelfMetrics {
             registry.register(Box::new(Cached::new(process, PROCESS_METRICS_MAX_AGE)))?;
         }
 
-        let poll_duration = prometheus::Gauge::with_opts(Opts::new(
-            format!("{PREFIX}_poll_duration_seconds"),
-            "How long the last poll of all Regions took",
-        ))?;
+        let poll_duration = prometheus::GaugeVec::new(
+            Opts::new(
+                format!("{PREFIX}_poll_duration_seconds"),
+                "How long the last poll of the Region took (of its last polled owner account, with several)",
+            ),
+            &["aws_region"],
+        )?;
         registry.register(Box::new(poll_duration.clone()))?;
         let reload_successful = prometheus::IntGauge::with_opts(Opts::new(
             format!("{PREFIX}_config_last_reload_successful"),
@@ -124,7 +128,11 @@ impl SelfMetrics {
         reload_success_time.set(unix_seconds(SystemTime::now()));
         registry.register(Box::new(reload_success_time.clone()))?;
         Ok(Self {
-            polls: counter(&registry, "polls_total", "Polls started (each reads the reports of every watched image)")?,
+            polls: counter(
+                &registry,
+                "polls_total",
+                "Polls started, one per target (a Region of an owner account) each poll interval",
+            )?,
             poll_failures: counter(
                 &registry,
                 "poll_failures_total",
@@ -170,6 +178,12 @@ impl SelfMetrics {
                 "AMI usage reports this exporter created and then deleted: replaced by a newer report, or failed in an earlier refresh window",
                 &["aws_region"],
             )?,
+            reports_vanished: counter_vec(
+                &registry,
+                "reports_vanished_total",
+                "Reports EC2 said it created that the next listing did not show (deleted elsewhere); the request is not repeated with the same token",
+                &["aws_region"],
+            )?,
             poll_panics: counter(&registry, "poll_panics_total", "Polls that panicked; the exporter kept running")?,
             reload_successful,
             reload_success_time,
@@ -185,6 +199,38 @@ impl SelfMetrics {
 
     pub fn render(&self) -> Vec<u8> {
         encode(&self.registry.gather())
+    }
+
+    /// Creates, at 0, the labelled counters whose labels the configuration tells: per Region,
+    /// and per Region and operation for the calls the configuration makes. `rate()` and
+    /// `increase()` then see a series from the first scrape, not only after its first event.
+    pub fn preset(&self, config: &Config) {
+        let mut operations = vec!["DescribeImageUsageReports", "DescribeImageUsageReportEntries"];
+        if config.reports.create {
+            operations.push("CreateImageUsageReport");
+            if config.reports.delete_superseded {
+                operations.push("DeleteImageUsageReport");
+            }
+        }
+        if config.targets.iter().any(|t| t.discover.is_some()) {
+            operations.push("DescribeImages");
+        }
+        for target in &config.targets {
+            let region = target.region.as_str();
+            for operation in &operations {
+                self.api.requests.with_label_values(&[region, operation]);
+            }
+            for counter in [
+                &self.reports_created,
+                &self.report_errors,
+                &self.reports_stuck,
+                &self.reports_deleted,
+                &self.reports_vanished,
+                &self.invalid_entries,
+            ] {
+                counter.with_label_values(&[region]);
+            }
+        }
     }
 
     /// The families, for tests that check names and help texts.
@@ -442,6 +488,10 @@ pub fn render_status(snapshot: &Snapshot) -> Vec<u8> {
         "pending_report_creation_timestamp_seconds",
         "When the image's pending report was requested (Unix time); absent when none is pending",
     );
+    let mut failures = TextFamily::gauge(
+        "image_report_failures",
+        "Consecutive failed reports of the image since its newest available one (0 when the latest is fine); the next request waits poll_interval x 2^(failures-1), at most reports.max_age",
+    );
     for image in &snapshot.images {
         let labels = image_labels(image);
         success.push(&labels, if image.poll_success { 1.0 } else { 0.0 });
@@ -451,9 +501,10 @@ pub fn render_status(snapshot: &Snapshot) -> Vec<u8> {
         if let Some(t) = image.pending_since {
             pending.push(&labels, unix_seconds(t));
         }
+        failures.push(&labels, image.report_failures as f64);
     }
     let mut out = Vec::new();
-    for family in [success, last, pending] {
+    for family in [success, last, pending, failures] {
         family.append_to(&mut out);
     }
     out
@@ -598,6 +649,7 @@ mod tests {
                 poll_success: true,
                 last_success: Some(UNIX_EPOCH + Duration::from_secs(1_759_200_000)),
                 pending_since: None,
+                report_failures: 0,
                 report: Some(report),
             },
             ImageStatus {
@@ -607,6 +659,7 @@ mod tests {
                 poll_success: false,
                 last_success: None,
                 pending_since: Some(UNIX_EPOCH + Duration::from_secs(1_759_300_000)),
+                report_failures: 3,
                 report: None,
             },
         ])

@@ -1,5 +1,6 @@
-//! One poll: for every Region, list the reports of the watched images, request new reports
-//! where they are due, read the entries of reports not read before, and compose a snapshot.
+//! Polls: for every target (a Region of an owner account), list the reports of the watched
+//! images, request new reports where they are due, read the entries of reports not read before,
+//! and tell the images' status.
 //!
 //! Cost is the design constraint. Reports are listed 200 images to a call; entries are read by
 //! report ID, up to 200 reports to a call, and only for reports never read before (an available
@@ -7,10 +8,12 @@
 //! image lists one or two reports, not 30 days of them. A steady-state poll therefore costs one
 //! DescribeImageUsageReports call (one page) per 200 images and nothing else.
 //!
-//! Failure is contained. The images of a failed call keep their last good data, marked by
-//! `ami_usage_image_poll_success 0`, for `staleness_limit`; the others refresh. A Region that
-//! EC2 throttles is polled less and less often until it answers again; an image whose report
-//! cannot be created waits longer and longer before the next attempt.
+//! Failure is contained. Each target is polled on its own (`TargetPoller`), so a hung Region
+//! holds back no other. The images of a failed call keep their last good data, marked by
+//! `ami_usage_image_poll_success 0`, for `staleness_limit`; the others refresh. An entry chain
+//! that fails part-way resumes at the failed page at the next poll. A Region that EC2 throttles
+//! is polled less and less often until it answers again; an image whose reports keep failing,
+//! or whose report cannot be created, waits longer and longer before the next request.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,12 +24,12 @@ use futures_util::stream::{self, StreamExt};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{Config, Discovery, EntryQuery, MAX_IDS_PER_CALL, ReportPolicy};
-use crate::ec2::{ApiError, Ec2Reports, ReportSelector, Skipped, is_denied};
+use crate::ec2::{ApiError, Ec2Reports, EntryChain, ReportSelector, Skipped, is_denied};
 use crate::intern::Interner;
 use crate::metrics::SelfMetrics;
 use crate::report::{
-    Backoff, ImageReports, ReportParams, ReportState, UsageReport, classify, client_token, failed_in_window,
-    needs_new_report, superseded,
+    Backoff, ImageReports, ReportParams, ReportState, UsageReport, classify, client_token, needs_new_report,
+    superseded,
 };
 use crate::snapshot::{Entry, ImageStatus, ReportUsage, Snapshot};
 
@@ -66,14 +69,26 @@ pub struct PollStats {
     pub reports_read: usize,
     pub reports_deleted: usize,
     pub series: usize,
-    /// Regions skipped because EC2 throttled them recently.
+    /// Targets skipped because EC2 throttled them recently.
     pub regions_backing_off: usize,
     /// Whether some call failed because no credentials could be loaded.
     pub credentials_failed: bool,
 }
 
+impl PollStats {
+    fn add(&mut self, other: &PollStats) {
+        self.images += other.images;
+        self.failed_images += other.failed_images;
+        self.reports_created += other.reports_created;
+        self.reports_read += other.reports_read;
+        self.reports_deleted += other.reports_deleted;
+        self.series += other.series;
+        self.regions_backing_off += other.regions_backing_off;
+        self.credentials_failed |= other.credentials_failed;
+    }
+}
+
 /// The settings a poll needs, taken from the configuration.
-#[derive(Clone)]
 struct Settings {
     policy: ReportPolicy,
     entry_query: EntryQuery,
@@ -83,17 +98,34 @@ struct Settings {
     staleness_limit: Duration,
 }
 
-/// What the poller remembers of one Region between polls.
+/// A create whose answer named a report that the next listing did not show (deleted elsewhere,
+/// or expired): the same request would get the same answer, so it is not repeated until the
+/// image's token changes.
+struct Vanished {
+    token: String,
+    report_id: String,
+}
+
+/// What the poller remembers of one target between polls.
 #[derive(Default)]
-struct RegionMemory {
+struct Memory {
     /// Error reports already logged, so each is logged and counted once.
     seen_errors: HashSet<String>,
     /// Pending reports already reported as stuck.
     seen_stuck: HashSet<String>,
+    /// Reports in a state this version does not know, already logged.
+    seen_unknown: HashSet<String>,
     /// The image of each pinned report, for when listing the report fails.
     pinned_images: HashMap<String, String>,
     /// Images whose last report creation failed, and when to try again.
     create_backoff: HashMap<String, Backoff>,
+    /// Reports requested at the last poll, by image, with their token: the next listing must
+    /// show them.
+    requested: HashMap<String, Vanished>,
+    /// Per image, a token whose report vanished.
+    vanished: HashMap<String, Vanished>,
+    /// Entry chains that failed part-way, by the reports they read; the next poll resumes them.
+    chains: HashMap<Vec<String>, EntryChain>,
     /// Set while EC2 refuses DeleteImageUsageReport (a missing IAM permission).
     delete_backoff: Option<Backoff>,
     /// Set while EC2 throttles the Region.
@@ -103,23 +135,25 @@ struct RegionMemory {
     discovered_at: Option<SystemTime>,
 }
 
-/// The poller and what it remembers between polls.
-pub struct Poller {
-    targets: Vec<RegionTarget>,
-    /// Per Region, beside `targets`.
-    memory: Vec<RegionMemory>,
-    settings: Settings,
+/// One target and everything the exporter knows about it: its client, what it remembers between
+/// polls, the usage of its serving reports and the last status of its images. Targets share
+/// nothing but the settings, the metrics and the string interner, so each can be polled on its
+/// own schedule.
+pub struct TargetPoller {
+    target: RegionTarget,
+    memory: Memory,
+    settings: Arc<Settings>,
     metrics: SelfMetrics,
     /// Usage of every report currently serving an image, by report ID.
     cache: HashMap<String, Arc<ReportUsage>>,
     /// The account IDs, resource types and report IDs of the entries read, one copy of each
-    /// (see `intern`); what the cache no longer holds is forgotten after every poll.
+    /// (see `intern`); shared by all targets, and what no report holds is forgotten.
     strings: Arc<Interner>,
     /// The last status of each image, served again when a later poll of the image fails.
-    last: HashMap<(Arc<str>, String), ImageStatus>,
+    last: HashMap<String, ImageStatus>,
 }
 
-/// The outcome of listing a Region's reports.
+/// The outcome of listing a target's reports.
 #[derive(Default)]
 struct Listing {
     by_image: HashMap<String, Vec<UsageReport>>,
@@ -128,166 +162,249 @@ struct Listing {
     skipped: Skipped,
 }
 
-/// An image whose report is due, and how many of its reports failed in this refresh window.
+/// An image whose report is due, and the token of the request.
 struct Due {
     image: String,
-    attempt: usize,
+    token: String,
 }
 
 /// Per image, what this poll decided.
 struct Decision {
     serving: Option<UsageReport>,
     pending_since: Option<SystemTime>,
+    /// Consecutive failed reports of the image (0 when its latest report is fine).
+    failures: usize,
+}
+
+/// The images of one target after a poll, and what the poll did.
+pub struct TargetPoll {
+    pub images: Vec<ImageStatus>,
+    pub stats: PollStats,
+}
+
+/// All targets of a configuration.
+pub struct Poller {
+    targets: Vec<TargetPoller>,
+    max_concurrent_targets: usize,
 }
 
 impl Poller {
     pub fn new(config: &Config, targets: Vec<RegionTarget>, metrics: SelfMetrics) -> Self {
-        Self {
-            memory: targets.iter().map(|_| RegionMemory::default()).collect(),
-            targets,
-            settings: Settings {
-                policy: config.reports.clone(),
-                entry_query: config.entries.clone(),
-                wanted: ReportParams::from_policy(&config.reports),
-                concurrency: config.aws.max_concurrent_requests.get() as usize,
-                poll_interval: config.poll_interval.get(),
-                staleness_limit: config.staleness_limit.get(),
-            },
-            metrics,
-            cache: HashMap::new(),
-            strings: Arc::new(Interner::new()),
-            last: HashMap::new(),
-        }
+        let settings = Arc::new(Settings {
+            policy: config.reports.clone(),
+            entry_query: config.entries.clone(),
+            wanted: ReportParams::from_policy(&config.reports),
+            concurrency: config.aws.max_concurrent_requests.get() as usize,
+            poll_interval: config.poll_interval.get(),
+            staleness_limit: config.staleness_limit.get(),
+        });
+        let strings = Arc::new(Interner::new());
+        let targets = targets
+            .into_iter()
+            .map(|target| TargetPoller {
+                target,
+                memory: Memory::default(),
+                settings: Arc::clone(&settings),
+                metrics: metrics.clone(),
+                cache: HashMap::new(),
+                strings: Arc::clone(&strings),
+                last: HashMap::new(),
+            })
+            .collect();
+        Self { targets, max_concurrent_targets: config.aws.max_concurrent_targets.get() as usize }
     }
 
-    /// Takes over what `previous` learned, after a configuration reload: the last good data of
-    /// every image, the per-Region memory of Regions still configured, and the report cache,
-    /// if the new configuration reads reports the same way.
-    pub fn inherit(&mut self, mut previous: Poller) {
-        self.last = std::mem::take(&mut previous.last);
+    /// Takes over what the targets of a previous configuration learned, after a reload: the
+    /// last good data of every image and the memory of targets still configured, and the report
+    /// cache if the new configuration reads reports the same way.
+    pub fn inherit(&mut self, previous: Vec<TargetPoller>) {
         // The strings the inherited usage holds: new entries share them too.
-        self.strings = previous.strings.clone();
-        if previous.settings.entry_query == self.settings.entry_query {
-            self.cache = std::mem::take(&mut previous.cache);
+        if let Some(first) = previous.first() {
+            for target in &mut self.targets {
+                target.strings = Arc::clone(&first.strings);
+            }
         }
-        for (target, mut memory) in previous.targets.iter().zip(previous.memory) {
-            if let Some(i) = self.targets.iter().position(|t| t.key == target.key) {
-                if self.targets[i].discovery != target.discovery {
-                    memory.discovered_at = None;
-                }
-                self.memory[i] = memory;
+        for old in previous {
+            if let Some(new) = self.targets.iter_mut().find(|t| t.target.key == old.target.key) {
+                new.inherit(old);
             }
         }
     }
 
-    /// Gives each target a new client (after the credentials changed), keeping all state.
-    pub fn replace_clients(&mut self, mut clients: HashMap<String, Ec2Reports>) {
-        for target in &mut self.targets {
-            if let Some(api) = clients.remove(&target.key) {
-                target.api = api;
-            }
-        }
+    /// The targets, each to be polled on its own.
+    pub fn into_targets(self) -> Vec<TargetPoller> {
+        self.targets
     }
 
-    /// Runs one poll of every Region and returns the new snapshot.
+    pub fn targets(&self) -> &[TargetPoller] {
+        &self.targets
+    }
+
+    pub fn max_concurrent_targets(&self) -> usize {
+        self.max_concurrent_targets
+    }
+
+    /// Polls every target once, at most `aws.max_concurrent_targets` at a time, and returns the
+    /// whole snapshot. The exporter itself polls each target on its own schedule (see `app`);
+    /// this is the same work for tools and tests that want one snapshot.
     pub async fn poll(&mut self, now: SystemTime) -> (Snapshot, PollStats) {
+        let limit = self.max_concurrent_targets.max(1);
+        let polls: Vec<TargetPoll> =
+            stream::iter(self.targets.iter_mut().map(|t| t.poll(now))).buffered(limit).collect().await;
+        let mut stats = PollStats::default();
+        let mut images = Vec::new();
+        for poll in polls {
+            stats.add(&poll.stats);
+            images.extend(poll.images);
+        }
+        (Snapshot::new(images), stats)
+    }
+}
+
+impl TargetPoller {
+    /// Identifies the target across reloads.
+    pub fn key(&self) -> &str {
+        &self.target.key
+    }
+
+    pub fn region(&self) -> &str {
+        &self.target.region
+    }
+
+    /// The target's images as last polled (empty before the first poll).
+    pub fn last_images(&self) -> Vec<ImageStatus> {
+        let mut images: Vec<ImageStatus> = self.last.values().cloned().collect();
+        images.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+        images
+    }
+
+    /// Keeps what `old` (the same target under the previous configuration) learned.
+    fn inherit(&mut self, mut old: TargetPoller) {
+        self.last = std::mem::take(&mut old.last);
+        if old.settings.entry_query == self.settings.entry_query {
+            self.cache = std::mem::take(&mut old.cache);
+        }
+        let rediscover = old.target.discovery != self.target.discovery;
+        self.memory = std::mem::take(&mut old.memory);
+        if rediscover {
+            self.memory.discovered_at = None;
+        }
+    }
+
+    /// Starts over from what EC2 holds, after a poll that panicked and may have left the memory
+    /// half-updated. The last statuses stay (they are replaced whole at the end of a poll, so a
+    /// panic cannot have touched them); everything else is read again from EC2.
+    pub fn reset(&mut self) {
+        self.memory = Memory::default();
+        self.cache.clear();
+        self.strings.forget_unused();
+    }
+
+    /// Serves the statuses of a previous run of this target (after a reload that interrupted its
+    /// poll), so that its images keep their last good data until the next poll.
+    pub fn seed_last(&mut self, images: Vec<ImageStatus>) {
+        self.last = images.into_iter().map(|i| (i.image_id.to_string(), i)).collect();
+    }
+
+    /// Gives the target a new client (after the credentials changed), keeping all state.
+    pub fn replace_client(&mut self, api: Ec2Reports) {
+        self.target.api = api;
+    }
+
+    /// Runs one poll of the target.
+    pub async fn poll(&mut self, now: SystemTime) -> TargetPoll {
         let started = Instant::now();
         self.metrics.polls.inc();
         let mut stats = PollStats::default();
-        let mut images = Vec::new();
-        for index in 0..self.targets.len() {
-            images.extend(self.poll_region(index, now, &mut stats).await);
-        }
+        let images = self.poll_images(now, &mut stats).await;
         let serving: HashSet<&str> =
             images.iter().filter_map(|s| s.report.as_ref()).map(|r| r.report_id.as_str()).collect();
         // Reports no longer serving any image will not be read again: forget them.
         self.cache.retain(|id, _| serving.contains(id.as_str()));
         self.strings.forget_unused();
-        self.last = images.iter().map(|s| ((s.region.clone(), s.image_id.to_string()), s.clone())).collect();
+        self.last = images.iter().map(|s| (s.image_id.to_string(), s.clone())).collect();
 
         stats.images = images.len();
         stats.failed_images = images.iter().filter(|s| !s.poll_success).count();
-        let snapshot = Snapshot::new(images);
-        stats.series = snapshot.series_count();
+        stats.series = images.iter().filter_map(|i| i.report.as_ref()).map(|r| r.usage.len()).sum();
         if stats.failed_images > 0 {
             self.metrics.poll_failures.inc();
         }
-        self.metrics.poll_duration.set(started.elapsed().as_secs_f64());
-        (snapshot, stats)
+        self.metrics.poll_duration.with_label_values(&[&self.target.region]).set(started.elapsed().as_secs_f64());
+        TargetPoll { images, stats }
     }
 
-    async fn poll_region(&mut self, index: usize, now: SystemTime, stats: &mut PollStats) -> Vec<ImageStatus> {
-        let region = self.targets[index].region.clone();
-        if let Some(backoff) = self.memory[index].throttled.filter(|b| !b.allows(now)) {
+    async fn poll_images(&mut self, now: SystemTime, stats: &mut PollStats) -> Vec<ImageStatus> {
+        let region = self.target.region.clone();
+        if let Some(backoff) = self.memory.throttled.filter(|b| !b.allows(now)) {
             stats.regions_backing_off += 1;
             tracing::debug!(aws_region = %region, failures = backoff.failures(), "EC2 throttled this Region; skipping it this poll");
-            return self.known_images(index).iter().map(|image| self.stale(index, image, now)).collect();
+            return self.known_images().iter().map(|image| self.stale(image, now)).collect();
         }
         let mut errors: Vec<ApiError> = Vec::new();
-        let images = self.refresh_images(index, now, &mut errors).await;
+        let images = self.refresh_images(now, &mut errors).await;
 
         let listing =
-            list_reports(&self.targets[index], &images, &self.memory[index].pinned_images, self.settings.concurrency)
-                .await;
+            list_reports(&self.target, &images, &self.memory.pinned_images, self.settings.concurrency).await;
         errors.extend(listing.failed.values().cloned());
-        self.note_skipped(&region, &listing.skipped, "reports");
-        self.remember_pinned(index, &listing);
+        self.note_skipped(&listing.skipped, "reports");
+        self.remember_pinned(&listing);
+        self.check_requested(&listing);
 
-        let (decisions, to_create) = self.decide(index, &images, &listing, now);
-        let created = self.create_reports(index, &to_create, now).await;
+        let (decisions, to_create) = self.decide(&images, &listing, now);
+        let created = self.create_reports(&to_create, now).await;
         stats.reports_created += created.iter().filter(|r| r.is_ok()).count();
         errors.extend(created.into_iter().filter_map(Result::err));
 
         // Read the entries of chosen reports that were never read.
-        let unread: Vec<&UsageReport> = {
+        let unread: Vec<UsageReport> = {
             let mut seen = HashSet::new();
             decisions
                 .values()
                 .filter_map(|d| d.serving.as_ref())
                 .filter(|r| !self.cache.contains_key(&r.id) && seen.insert(r.id.as_str()))
+                .cloned()
                 .collect()
         };
         stats.reports_read += unread.len();
-        let target = &self.targets[index];
-        let (read, failed_reports, skipped) =
-            read_entries(target, &unread, &self.settings.entry_query, self.settings.concurrency, &self.strings).await;
+        let (read, failed_reports) = self.read_entries(&unread).await;
         errors.extend(failed_reports.values().cloned());
-        self.note_skipped(&region, &skipped, "entries");
         for (id, usage) in read {
             self.cache.insert(id, Arc::new(usage));
         }
-        stats.reports_deleted += self.delete_superseded(index, &listing, &decisions, now).await;
+        stats.reports_deleted += self.delete_superseded(&listing, &decisions, now).await;
 
-        self.note_throttling(index, &errors, now);
+        self.note_throttling(&errors, now);
         stats.credentials_failed |= errors.iter().any(|e| e.code == crate::aws::CREDENTIALS_ERROR);
 
         let mut statuses = Vec::with_capacity(decisions.len() + listing.failed.len());
         for (image, decision) in decisions {
             let failed = decision.serving.as_ref().is_some_and(|r| failed_reports.contains_key(&r.id));
             let status = if failed {
-                self.stale(index, &image, now)
+                self.stale(&image, now)
             } else {
                 ImageStatus {
                     region: region.clone(),
-                    owner: self.targets[index].owner.clone(),
+                    owner: self.target.owner.clone(),
                     image_id: image.as_str().into(),
                     poll_success: true,
                     last_success: Some(now),
                     pending_since: decision.pending_since,
+                    report_failures: decision.failures,
                     report: decision.serving.as_ref().and_then(|r| self.cache.get(&r.id).cloned()),
                 }
             };
             statuses.push(status);
         }
-        statuses.extend(listing.failed.keys().map(|image| self.stale(index, image, now)));
+        statuses.extend(listing.failed.keys().map(|image| self.stale(image, now)));
         statuses
     }
 
-    /// The Region's images: the configured ones and those discovery found, refreshed when its
+    /// The target's images: the configured ones and those discovery found, refreshed when its
     /// interval has passed. A failed refresh keeps the previous selection.
-    async fn refresh_images(&mut self, index: usize, now: SystemTime, errors: &mut Vec<ApiError>) -> Vec<String> {
-        let target = &self.targets[index];
-        let memory = &mut self.memory[index];
+    async fn refresh_images(&mut self, now: SystemTime, errors: &mut Vec<ApiError>) -> Vec<String> {
+        let target = &self.target;
+        let memory = &mut self.memory;
         if let Some(discovery) = &target.discovery {
             let due = memory
                 .discovered_at
@@ -315,25 +432,43 @@ impl Poller {
         images
     }
 
-    /// Chooses the report of each listed image and the images that need a new one; logs error
-    /// and stuck reports (once each).
-    fn decide(
-        &mut self,
-        index: usize,
-        watched_images: &[String],
-        listing: &Listing,
-        now: SystemTime,
-    ) -> (HashMap<String, Decision>, Vec<Due>) {
-        let target = &self.targets[index];
-        let memory = &self.memory[index];
+    /// Reports requested at the last poll must be listed now. One that is not (deleted
+    /// elsewhere, or expired) is counted and logged, and its token is not sent again: EC2 would
+    /// answer it with the same vanished report, every poll.
+    fn check_requested(&mut self, listing: &Listing) {
+        let requested = std::mem::take(&mut self.memory.requested);
+        for (image, request) in requested {
+            if listing.failed.contains_key(&image) {
+                continue;
+            }
+            let listed = listing.by_image.get(&image).is_some_and(|r| r.iter().any(|r| r.id == request.report_id));
+            if !listed {
+                self.metrics.reports_vanished.with_label_values(&[&self.target.region]).inc();
+                tracing::warn!(
+                    aws_region = %self.target.region,
+                    image_id = %image,
+                    report_id = %request.report_id,
+                    "EC2 created a usage report that it does not list (deleted elsewhere?); not asking again until the refresh window or the image's reports change"
+                );
+                self.memory.vanished.insert(image, request);
+            }
+        }
+    }
+
+    /// Chooses the report of each listed image and the images that need a new one; logs error,
+    /// stuck and unknown reports (once each).
+    fn decide(&mut self, watched_images: &[String], listing: &Listing, now: SystemTime) -> (HashMap<String, Decision>, Vec<Due>) {
+        let target = &self.target;
+        let memory = &self.memory;
         let s = &self.settings;
         let pinned: HashSet<&str> = target.report_ids.iter().map(String::as_str).collect();
         let watched: HashSet<&str> = watched_images.iter().map(String::as_str).collect();
         let usable = |r: &UsageReport| pinned.contains(r.id.as_str()) || !s.policy.create || r.params == s.wanted;
+        let (max_age, pending_timeout) = (s.policy.max_age.get(), s.policy.pending_timeout.get());
 
         let mut decisions = HashMap::new();
         let mut to_create = Vec::new();
-        let (mut new_errors, mut new_stuck) = (Vec::new(), Vec::new());
+        let mut news = NewProblems::default();
         let no_reports = Vec::new();
         // Every listed image, and every watched image whose listing did not fail (it may have
         // no report at all yet).
@@ -342,52 +477,66 @@ impl Poller {
         );
         for image in images {
             let reports = listing.by_image.get(image).unwrap_or(&no_reports);
-            let sorted: ImageReports<'_> = classify(reports, usable);
-            new_errors
-                .extend(sorted.errors.iter().filter(|r| !memory.seen_errors.contains(&r.id)).map(|r| (*r).clone()));
+            let sorted: ImageReports<'_> = classify(reports, usable, now, pending_timeout);
+            news.errors.extend(
+                sorted
+                    .errors
+                    .iter()
+                    .filter(|r| matches!(r.state, ReportState::Error { .. }) && !memory.seen_errors.contains(&r.id))
+                    .map(|r| (*r).clone()),
+            );
+            news.unknown.extend(sorted.unknown.iter().filter(|r| !memory.seen_unknown.contains(&r.id)).map(|r| (*r).clone()));
             if let Some(p) = sorted.pending.filter(|p| {
-                now.duration_since(p.created).is_ok_and(|age| age > s.policy.pending_timeout.get())
+                matches!(p.state, ReportState::Pending)
+                    && now.duration_since(p.created).is_ok_and(|age| age > pending_timeout)
                     && !memory.seen_stuck.contains(&p.id)
             }) {
-                new_stuck.push(p.clone());
+                news.stuck.push(p.clone());
             }
+            let token = client_token(image, &s.wanted, now, max_age, sorted.newest.map(|r| r.id.as_str()));
             let due = s.policy.create
                 && watched.contains(image.as_str())
-                && needs_new_report(&sorted, now, s.policy.max_age.get())
-                && memory.create_backoff.get(image).is_none_or(|b| b.allows(now));
+                && needs_new_report(&sorted, now, max_age, s.poll_interval)
+                && memory.create_backoff.get(image).is_none_or(|b| b.allows(now))
+                && memory.vanished.get(image).is_none_or(|v| v.token != token);
             if due {
-                to_create.push(Due {
-                    image: image.clone(),
-                    attempt: failed_in_window(&sorted, now, s.policy.max_age.get()),
-                });
+                to_create.push(Due { image: image.clone(), token });
             }
             let decision = Decision {
                 serving: sorted.newest_available.cloned(),
                 pending_since: sorted.pending.map(|p| p.created),
+                failures: sorted.consecutive_failures().len(),
             };
             decisions.insert(image.clone(), decision);
         }
-        self.log_new_report_problems(index, new_errors, new_stuck, listing);
+        self.log_new_report_problems(news, listing);
         (decisions, to_create)
     }
 
-    fn log_new_report_problems(
-        &mut self,
-        index: usize,
-        errors: Vec<UsageReport>,
-        stuck: Vec<UsageReport>,
-        listing: &Listing,
-    ) {
-        let region = self.targets[index].region.clone();
-        let memory = &mut self.memory[index];
-        for report in errors {
+    fn log_new_report_problems(&mut self, news: NewProblems, listing: &Listing) {
+        let region = self.target.region.clone();
+        let memory = &mut self.memory;
+        for report in news.errors {
             if let ReportState::Error { reason } = &report.state {
                 tracing::warn!(aws_region = %region, image_id = %report.image_id, report_id = %report.id, reason = %reason, "usage report failed in EC2; it is ignored");
             }
             self.metrics.report_errors.with_label_values(&[&region]).inc();
             memory.seen_errors.insert(report.id);
         }
-        for report in stuck {
+        for report in news.unknown {
+            if let ReportState::Other(state) = &report.state {
+                tracing::warn!(
+                    aws_region = %region,
+                    image_id = %report.image_id,
+                    report_id = %report.id,
+                    state = %state,
+                    pending_timeout = %self.settings.policy.pending_timeout,
+                    "usage report in a state this version does not know; treated as pending until reports.pending_timeout, then as failed"
+                );
+            }
+            memory.seen_unknown.insert(report.id);
+        }
+        for report in news.stuck {
             tracing::warn!(
                 aws_region = %region,
                 image_id = %report.image_id,
@@ -403,25 +552,26 @@ impl Poller {
             let listed: HashSet<&str> = listing.by_image.values().flatten().map(|r| r.id.as_str()).collect();
             memory.seen_errors.retain(|id| listed.contains(id.as_str()));
             memory.seen_stuck.retain(|id| listed.contains(id.as_str()));
+            memory.seen_unknown.retain(|id| listed.contains(id.as_str()));
         }
     }
 
-    fn remember_pinned(&mut self, index: usize, listing: &Listing) {
-        let pinned: HashSet<&str> = self.targets[index].report_ids.iter().map(String::as_str).collect();
+    fn remember_pinned(&mut self, listing: &Listing) {
+        let pinned: HashSet<&str> = self.target.report_ids.iter().map(String::as_str).collect();
         for report in listing.by_image.values().flatten().filter(|r| pinned.contains(r.id.as_str())) {
-            self.memory[index].pinned_images.insert(report.id.clone(), report.image_id.clone());
+            self.memory.pinned_images.insert(report.id.clone(), report.image_id.clone());
         }
     }
 
-    /// Throttling that outlasted the SDK's retries pushes the Region's next poll back, so that
+    /// Throttling that outlasted the SDK's retries pushes the target's next poll back, so that
     /// the exporter's request rate falls while EC2 is overloaded; a clean poll resets it.
-    fn note_throttling(&mut self, index: usize, errors: &[ApiError], now: SystemTime) {
-        let memory = &mut self.memory[index];
+    fn note_throttling(&mut self, errors: &[ApiError], now: SystemTime) {
+        let memory = &mut self.memory;
         if errors.iter().any(|e| e.code == THROTTLED) {
             let cap = MAX_THROTTLE_BACKOFF.max(self.settings.poll_interval);
             let backoff = Backoff::after_failure(memory.throttled, now, self.settings.poll_interval, cap);
             tracing::warn!(
-                aws_region = %self.targets[index].region,
+                aws_region = %self.target.region,
                 failures = backoff.failures(),
                 "EC2 throttled the exporter; polling this Region less often until it answers"
             );
@@ -431,71 +581,71 @@ impl Poller {
         }
     }
 
-    /// Every image the Region is known to serve: the watched ones, the discovered ones and those
+    /// Every image the target is known to serve: the watched ones, the discovered ones and those
     /// of pinned reports.
-    fn known_images(&self, index: usize) -> Vec<String> {
-        let mut images: Vec<String> = self.targets[index].images.clone();
-        images.extend(self.memory[index].discovered.iter().cloned());
-        images.extend(self.memory[index].pinned_images.values().cloned());
+    fn known_images(&self) -> Vec<String> {
+        let mut images: Vec<String> = self.target.images.clone();
+        images.extend(self.memory.discovered.iter().cloned());
+        images.extend(self.memory.pinned_images.values().cloned());
         images.sort();
         images.dedup();
         images
     }
 
-    /// The status of an image that was not refreshed: its last good data while younger than the
-    /// staleness limit, then its status series alone.
-    fn stale(&self, index: usize, image: &str, now: SystemTime) -> ImageStatus {
-        let region = &self.targets[index].region;
-        let last = self.last.get(&(region.clone(), image.to_owned()));
+    /// The status of an image that was not refreshed: its last data, with its usage while the
+    /// last success is within the staleness limit, then its status series alone.
+    fn stale(&self, image: &str, now: SystemTime) -> ImageStatus {
         let fresh_enough =
             |t: SystemTime| now.duration_since(t).map_or(true, |age| age <= self.settings.staleness_limit);
-        match last {
+        match self.last.get(image) {
             Some(last) => ImageStatus {
                 poll_success: false,
                 report: last.report.clone().filter(|_| last.last_success.is_some_and(fresh_enough)),
                 ..last.clone()
             },
             None => ImageStatus {
-                region: region.clone(),
-                owner: self.targets[index].owner.clone(),
+                region: self.target.region.clone(),
+                owner: self.target.owner.clone(),
                 image_id: image.into(),
                 poll_success: false,
                 last_success: None,
                 pending_since: None,
+                report_failures: 0,
                 report: None,
             },
         }
     }
 
-    async fn create_reports(&mut self, index: usize, due: &[Due], now: SystemTime) -> Vec<Result<String, ApiError>> {
-        let target = &self.targets[index];
+    async fn create_reports(&mut self, due: &[Due], now: SystemTime) -> Vec<Result<String, ApiError>> {
+        let target = &self.target;
         let s = &self.settings;
         let calls: Vec<_> = due
             .iter()
-            .map(|Due { image, attempt }| async move {
-                let token = client_token(image, &s.wanted, now, s.policy.max_age.get(), *attempt);
-                (image.clone(), target.api.create_report(image, &s.policy, &token).await)
+            .map(|Due { image, token }| async move {
+                (image.clone(), token.clone(), target.api.create_report(image, &s.policy, token).await)
             })
             .collect();
         let results = bounded(calls, s.concurrency).await;
         let region = target.region.clone();
         let mut outcomes = Vec::with_capacity(results.len());
-        for (image, result) in results {
-            let backoffs = &mut self.memory[index].create_backoff;
+        for (image, token, result) in results {
+            let memory = &mut self.memory;
             match &result {
                 Ok(report_id) => {
-                    backoffs.remove(&image);
+                    memory.create_backoff.remove(&image);
+                    memory.vanished.remove(&image);
+                    memory.requested.insert(image.clone(), Vanished { token, report_id: report_id.clone() });
                     self.metrics.reports_created.with_label_values(&[&region]).inc();
                     tracing::info!(aws_region = %region, image_id = %image, report_id = %report_id, "requested a new usage report");
                 }
                 Err(error) => {
                     let backoff = Backoff::after_failure(
-                        backoffs.get(&image).copied(),
+                        memory.create_backoff.get(&image).copied(),
                         now,
                         s.poll_interval,
                         s.policy.max_age.get(),
                     );
-                    backoffs.insert(image.clone(), backoff);
+                    memory.create_backoff.insert(image.clone(), backoff);
                     let retry_in = backoff.until().duration_since(now).unwrap_or_default();
                     tracing::warn!(
                         aws_region = %region,
@@ -511,6 +661,66 @@ impl Poller {
         outcomes
     }
 
+    /// Reads the entries of the given reports. Chains that failed part-way at an earlier poll
+    /// are resumed first, as the same calls; the other reports are split as `entry_batches`
+    /// says. Returns the usage of every report whose chain finished, and the reports whose
+    /// chain failed (kept, to resume at the next poll).
+    async fn read_entries(&mut self, unread: &[UsageReport]) -> (Vec<(String, ReportUsage)>, HashMap<String, ApiError>) {
+        let by_id: HashMap<&str, &UsageReport> = unread.iter().map(|r| (r.id.as_str(), r)).collect();
+        // A saved chain is resumed while every report it reads is still to be read.
+        let mut saved = std::mem::take(&mut self.memory.chains);
+        saved.retain(|ids, _| ids.iter().all(|id| by_id.contains_key(id.as_str())));
+        let resumed: HashSet<&str> = saved.keys().flatten().map(String::as_str).collect();
+        let fresh: Vec<&UsageReport> = unread.iter().filter(|r| !resumed.contains(r.id.as_str())).collect();
+        let mut calls: Vec<(Vec<(String, SystemTime)>, EntryChain)> = Vec::new();
+        for (ids, chain) in saved {
+            let wanted = ids.iter().filter_map(|id| by_id.get(id.as_str())).map(|r| (r.id.clone(), r.created)).collect();
+            calls.push((wanted, chain));
+        }
+        for batch in entry_batches(&fresh, self.settings.concurrency) {
+            calls.push((batch.iter().map(|r| (r.id.clone(), r.created)).collect(), EntryChain::default()));
+        }
+        let tasks: Vec<_> = calls
+            .into_iter()
+            .map(|(wanted, mut chain)| {
+                let (api, query, strings) =
+                    (self.target.api.clone(), self.settings.entry_query.clone(), Arc::clone(&self.strings));
+                async move {
+                    let ids: Vec<String> = wanted.iter().map(|(id, _)| id.clone()).collect();
+                    let outcome = api.describe_entries(&ids, &query, &strings, &mut chain).await;
+                    (wanted, chain, outcome)
+                }
+            })
+            .collect();
+        let (mut read, mut failed, mut skipped) = (Vec::new(), HashMap::new(), Skipped::default());
+        for (_, result) in bounded_tasks(tasks, self.settings.concurrency).await {
+            let (wanted, chain, outcome) = match result {
+                Ok(done) => done,
+                // A panic stays a panic of the poll (caught, counted and logged by the schedule).
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Cancelled (shutdown): nothing to keep.
+                Err(_) => continue,
+            };
+            match outcome {
+                Ok(()) => {
+                    let Some((entries, chain_skipped)) = chain.finish() else { continue };
+                    let (usage, chain_skipped) = fold_entries(&wanted, &entries, chain_skipped);
+                    skipped.count += chain_skipped.count;
+                    skipped.example = skipped.example.take().or(chain_skipped.example);
+                    read.extend(usage);
+                }
+                Err(error) => {
+                    tracing::warn!(aws_region = %self.target.region, reports = wanted.len(), pages_read = chain.pages(), error = %error, "cannot read usage report entries; the next poll resumes at the failed page");
+                    for (id, _) in &wanted {
+                        failed.insert(id.clone(), error.clone());
+                    }
+                    self.memory.chains.insert(wanted.into_iter().map(|(id, _)| id).collect(), chain);
+                }
+            }
+        }
+        self.note_skipped(&skipped, "entries");
+        (read, failed)
+    }
     /// Deletes the exporter's own reports that a newer one replaced (`report::superseded`), for
     /// the images whose serving report has been read. At most `MAX_DELETIONS_PER_POLL`, oldest
     /// first. A failed deletion marks nothing failed: the report is still listed at the next poll
@@ -519,18 +729,16 @@ impl Poller {
     /// how many reports were deleted.
     async fn delete_superseded(
         &mut self,
-        index: usize,
         listing: &Listing,
         decisions: &HashMap<String, Decision>,
         now: SystemTime,
     ) -> usize {
-        let s = &self.settings;
-        if !(s.policy.create && s.policy.delete_superseded)
-            || self.memory[index].delete_backoff.is_some_and(|b| !b.allows(now))
+        let s = Arc::clone(&self.settings);
+        if !(s.policy.create && s.policy.delete_superseded) || self.memory.delete_backoff.is_some_and(|b| !b.allows(now))
         {
             return 0;
         }
-        let target = &self.targets[index];
+        let target = &self.target;
         let pinned: HashSet<&str> = target.report_ids.iter().map(String::as_str).collect();
         let usable = |r: &UsageReport| r.params == s.wanted;
         let mut seen = HashSet::new();
@@ -540,7 +748,7 @@ impl Poller {
             // still be what the image shows.
             let Some(serving) = decision.serving.as_ref().filter(|r| self.cache.contains_key(&r.id)) else { continue };
             let Some(reports) = listing.by_image.get(image) else { continue };
-            let found = superseded(reports, serving, usable, |id| pinned.contains(id), now, s.policy.max_age.get());
+            let found = superseded(reports, serving, usable, |id| pinned.contains(id));
             doomed.extend(found.into_iter().filter(|r| seen.insert(r.id.as_str())));
         }
         if doomed.is_empty() {
@@ -593,7 +801,7 @@ impl Poller {
         if deleted > 0 {
             tracing::info!(aws_region = %region, deleted, "deleted superseded usage reports");
         }
-        let memory = &mut self.memory[index];
+        let memory = &mut self.memory;
         if let Some(error) = refused {
             let cap = MAX_DELETE_BACKOFF.max(s.poll_interval);
             let backoff = Backoff::after_failure(memory.delete_backoff, now, s.poll_interval, cap);
@@ -614,10 +822,11 @@ impl Poller {
         deleted
     }
 
-    fn note_skipped(&self, region: &str, skipped: &Skipped, what: &str) {
+    fn note_skipped(&self, skipped: &Skipped, what: &str) {
         if skipped.count == 0 {
             return;
         }
+        let region = &*self.target.region;
         if what == "entries" {
             self.metrics.invalid_entries.with_label_values(&[region]).inc_by(skipped.count);
         }
@@ -628,6 +837,14 @@ impl Poller {
             "skipped {what} with missing or impossible fields"
         );
     }
+}
+
+/// Report problems seen for the first time in a poll, to be logged and counted once.
+#[derive(Default)]
+struct NewProblems {
+    errors: Vec<UsageReport>,
+    stuck: Vec<UsageReport>,
+    unknown: Vec<UsageReport>,
 }
 
 /// Runs the calls with at most `limit` in flight; the futures are built beforehand because a
@@ -722,54 +939,6 @@ pub fn entry_batches<T>(reports: &[T], concurrency: usize) -> Vec<&[T]> {
             batch
         })
         .collect()
-}
-
-/// Reads the entries of the given reports, in the calls `entry_batches` splits them into;
-/// returns their usage, the reports whose call failed, and what was skipped.
-async fn read_entries(
-    target: &RegionTarget,
-    reports: &[&UsageReport],
-    query: &EntryQuery,
-    concurrency: usize,
-    strings: &Arc<Interner>,
-) -> (Vec<(String, ReportUsage)>, HashMap<String, ApiError>, Skipped) {
-    let batches = entry_batches(reports, concurrency);
-    let calls: Vec<_> = batches
-        .iter()
-        .map(|batch| {
-            let wanted: Vec<(String, SystemTime)> = batch.iter().map(|r| (r.id.clone(), r.created)).collect();
-            let (api, query, strings) = (target.api.clone(), query.clone(), Arc::clone(strings));
-            async move {
-                let ids: Vec<String> = wanted.iter().map(|(id, _)| id.clone()).collect();
-                let (entries, skipped) = api.describe_entries(&ids, &query, &strings).await?;
-                Ok::<_, ApiError>(fold_entries(&wanted, &entries, skipped))
-            }
-        })
-        .collect();
-    let (mut read, mut failed, mut skipped) = (Vec::new(), HashMap::new(), Skipped::default());
-    for (index, result) in bounded_tasks(calls, concurrency).await {
-        let batch = batches[index];
-        let result = match result {
-            Ok(outcome) => outcome,
-            // A panic stays a panic of the poll (caught, counted and logged by the schedule).
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => Err(ApiError::cancelled("DescribeImageUsageReportEntries", error.to_string())),
-        };
-        match result {
-            Ok((usage, batch_skipped)) => {
-                skipped.count += batch_skipped.count;
-                skipped.example = skipped.example.take().or(batch_skipped.example);
-                read.extend(usage);
-            }
-            Err(error) => {
-                tracing::warn!(aws_region = %target.region, reports = batch.len(), error = %error, "cannot read usage report entries");
-                for report in batch {
-                    failed.insert(report.id.clone(), error.clone());
-                }
-            }
-        }
-    }
-    (read, failed, skipped)
 }
 
 /// Groups a call's entries by report into usage counts, one per report asked for (a report

@@ -23,7 +23,8 @@ pub enum ReportState {
     Error {
         reason: String,
     },
-    /// A state this version does not know; treated like pending (not readable, not failed).
+    /// A state this version does not know: treated like pending until `reports.pending_timeout`,
+    /// then like an error, so that a new state EC2 introduces cannot stop refreshes for good.
     Other(String),
 }
 
@@ -91,36 +92,98 @@ pub struct ImageReports<'a> {
     pub newest_available: Option<&'a UsageReport>,
     /// EC2 allows one pending report per image; while there is one, creating another fails.
     pub pending: Option<&'a UsageReport>,
+    /// Reports that failed: in `error`, or in a state we do not know for longer than
+    /// `reports.pending_timeout`.
     pub errors: Vec<&'a UsageReport>,
+    /// Reports in a state we do not know, whatever their age (for a log line).
+    pub unknown: Vec<&'a UsageReport>,
+    /// The newest report of the image in any state: a new request follows it (see `client_token`).
+    pub newest: Option<&'a UsageReport>,
+}
+
+/// Newest first by creation time, ties broken by ID, so that every replica orders alike.
+fn newer(a: &UsageReport, b: &UsageReport) -> bool {
+    (a.created, &a.id) > (b.created, &b.id)
 }
 
 /// Sorts an image's reports. Only reports that are `usable` may serve: when the exporter
 /// creates reports, a console report limited to three accounts must not pass for the whole
 /// picture. Pending reports count whatever their parameters: they block creation all the same.
-pub fn classify<'a>(reports: &'a [UsageReport], usable: impl Fn(&UsageReport) -> bool) -> ImageReports<'a> {
+/// A report in a state this version does not know is pending until it is older than
+/// `pending_timeout`, and failed after that.
+pub fn classify<'a>(
+    reports: &'a [UsageReport],
+    usable: impl Fn(&UsageReport) -> bool,
+    now: SystemTime,
+    pending_timeout: Duration,
+) -> ImageReports<'a> {
     let mut out = ImageReports::default();
     for report in reports {
+        if out.newest.is_none_or(|cur| newer(report, cur)) {
+            out.newest = Some(report);
+        }
         match &report.state {
             ReportState::Available if usable(report) => {
-                // Newest wins; equal times are broken by ID so that every replica picks the same.
-                let newer =
-                    out.newest_available.is_none_or(|cur| (report.created, &report.id) > (cur.created, &cur.id));
-                if newer {
+                if out.newest_available.is_none_or(|cur| newer(report, cur)) {
                     out.newest_available = Some(report);
                 }
             }
             ReportState::Available => {}
-            ReportState::Pending | ReportState::Other(_) => out.pending = out.pending.or(Some(report)),
+            ReportState::Pending => out.pending = out.pending.or(Some(report)),
+            ReportState::Other(_) => {
+                out.unknown.push(report);
+                let timed_out = now.duration_since(report.created).is_ok_and(|age| age > pending_timeout);
+                if timed_out {
+                    out.errors.push(report);
+                } else {
+                    out.pending = out.pending.or(Some(report));
+                }
+            }
             ReportState::Error { .. } => out.errors.push(report),
         }
     }
     out
 }
 
+impl ImageReports<'_> {
+    /// The failed reports since the newest available one (all of them when none is available),
+    /// newest first: the image's consecutive failures.
+    pub fn consecutive_failures(&self) -> Vec<&UsageReport> {
+        let mut failed: Vec<&UsageReport> = self
+            .errors
+            .iter()
+            .copied()
+            .filter(|r| self.newest_available.is_none_or(|ok| newer(r, ok)))
+            .collect();
+        failed.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
+        failed
+    }
+
+    /// When a new report may be requested after the image's consecutive failures: after the k-th,
+    /// `poll_interval × 2^(k-1)` after the newest failed report was created, at most `max_age`.
+    /// Derived from what EC2 lists, so every replica, and a restarted exporter, waits alike.
+    /// `None` when the latest report did not fail.
+    pub fn retry_after(&self, poll_interval: Duration, max_age: Duration) -> Option<SystemTime> {
+        let failed = self.consecutive_failures();
+        let latest = failed.first()?;
+        let doublings = u32::try_from(failed.len() - 1).unwrap_or(u32::MAX).min(20);
+        let wait = poll_interval.saturating_mul(1 << doublings).min(max_age.max(poll_interval));
+        Some(latest.created.checked_add(wait).unwrap_or(latest.created))
+    }
+}
+
 /// Whether a new report should be requested now: the newest usable one is missing or too old,
-/// and none is pending.
-pub fn needs_new_report(reports: &ImageReports<'_>, now: SystemTime, max_age: Duration) -> bool {
+/// none is pending, and the wait after failed reports (`ImageReports::retry_after`) is over.
+pub fn needs_new_report(
+    reports: &ImageReports<'_>,
+    now: SystemTime,
+    max_age: Duration,
+    poll_interval: Duration,
+) -> bool {
     if reports.pending.is_some() {
+        return false;
+    }
+    if reports.retry_after(poll_interval, max_age).is_some_and(|at| now < at) {
         return false;
     }
     match reports.newest_available {
@@ -133,38 +196,26 @@ fn window_of(t: SystemTime, max_age: Duration) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |t| t.as_secs()) / max_age.as_secs().max(1)
 }
 
-/// How many of the image's reports ended in `error` within the current refresh window. It is
-/// part of the client token: after a failed report, the next request must be a new one (EC2
-/// would answer a repeated token with the failed report), and every replica counts the same.
-pub fn failed_in_window(reports: &ImageReports<'_>, now: SystemTime, max_age: Duration) -> usize {
-    let window = window_of(now, max_age);
-    reports.errors.iter().filter(|r| window_of(r.created, max_age) == window).count()
-}
-
 /// The image's reports that the exporter may delete now that `serving` serves the image (and its
 /// entries have been read): the exporter's own reports (tagged `created-by=ami-usage-exporter`),
-/// not pinned, answering the same question (`usable`), that are either `available` and older
-/// than `serving` (a newer report replaced them) or in `error` and created before the current
-/// refresh window. Error reports of the current window stay: `failed_in_window` counts them for
-/// the client token. Pending reports, reports made by people or other tools, and reports with
-/// other parameters (another deployment's, or ours from before a configuration change) are never
-/// selected; the latter expire after 30 days.
+/// not pinned, answering the same question (`usable`), that are `available` or in `error` and
+/// older than `serving` (a newer report replaced them). Failed reports newer than `serving`
+/// stay: they are the image's consecutive failures, which space out the next requests
+/// (`ImageReports::retry_after`). Pending reports, reports made by people or other tools, and
+/// reports with other parameters (another deployment's, or ours from before a configuration
+/// change) are never selected; the latter expire after 30 days.
 pub fn superseded<'a>(
     reports: &'a [UsageReport],
     serving: &UsageReport,
     usable: impl Fn(&UsageReport) -> bool,
     pinned: impl Fn(&str) -> bool,
-    now: SystemTime,
-    max_age: Duration,
 ) -> Vec<&'a UsageReport> {
-    let window = window_of(now, max_age);
     reports
         .iter()
         .filter(|r| r.id != serving.id && r.created_by_exporter && !pinned(&r.id) && usable(r))
         .filter(|r| match &r.state {
             // The same order as `classify`, so the report it picked is never "older" than another.
-            ReportState::Available => (r.created, &r.id) < (serving.created, &serving.id),
-            ReportState::Error { .. } => window_of(r.created, max_age) < window,
+            ReportState::Available | ReportState::Error { .. } => newer(serving, r),
             ReportState::Pending | ReportState::Other(_) => false,
         })
         .collect()
@@ -173,16 +224,18 @@ pub fn superseded<'a>(
 /// The idempotency token of a CreateImageUsageReport call.
 ///
 /// It is the same for the same image, the same report parameters, the same refresh window
-/// (wall-clock time divided into `max_age` slices) and the same attempt (failed reports in the
-/// window), so that two replicas of the exporter that both decide to refresh an image send the
-/// same token and EC2 creates one report, not two. A new window gives a new token, so the next
-/// refresh is not mistaken for a retry.
+/// (wall-clock time divided into `max_age` slices) and the same newest listed report of the
+/// image (`after`, in any state), so that two replicas of the exporter that both decide to
+/// refresh an image send the same token and EC2 creates one report, not two. The report a
+/// request creates becomes the newest, so the next request (after it failed, or in the next
+/// window) gets a new token and is not mistaken for a retry; deleting older reports never
+/// brings an old token back.
 pub fn client_token(
     image_id: &str,
     params: &ReportParams,
     now: SystemTime,
     max_age: Duration,
-    attempt: usize,
+    after: Option<&str>,
 ) -> String {
     let window = window_of(now, max_age);
     let mut hash = Sha256::new();
@@ -194,7 +247,7 @@ pub fn client_token(
     for account in &params.account_ids {
         hash.update(format!("\naccount={account}").as_bytes());
     }
-    hash.update(format!("\nwindow={window}\nattempt={attempt}").as_bytes());
+    hash.update(format!("\nwindow={window}\nafter={}", after.unwrap_or("")).as_bytes());
     let digest = hash.finalize();
     // 32 hex digits: unique enough, well under EC2's 128-character limit.
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
@@ -256,6 +309,13 @@ mod tests {
         }
     }
 
+    /// `classify` at time 0 with an hour of pending timeout: what most rules need.
+    fn sort(reports: &[UsageReport], usable: impl Fn(&UsageReport) -> bool) -> ImageReports<'_> {
+        classify(reports, usable, at(0), HOUR)
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
     fn error(reason: &str) -> ReportState {
         ReportState::Error { reason: reason.into() }
     }
@@ -270,7 +330,7 @@ mod tests {
             report("amiur-5", error("Internal error"), 500),
         ];
         let wanted = policy_params();
-        let sorted = classify(&reports, |r| r.params == wanted);
+        let sorted = sort(&reports, |r| r.params == wanted);
         assert_eq!(sorted.newest_available.map(|r| r.id.as_str()), Some("amiur-3"));
         assert_eq!(sorted.pending.map(|r| r.id.as_str()), Some("amiur-4"));
         assert_eq!(sorted.errors.len(), 1);
@@ -280,18 +340,20 @@ mod tests {
     fn equal_creation_times_break_ties_by_id() {
         let a = [report("amiur-a", ReportState::Available, 5), report("amiur-b", ReportState::Available, 5)];
         let b = [report("amiur-b", ReportState::Available, 5), report("amiur-a", ReportState::Available, 5)];
-        let pick = |r: &[UsageReport]| classify(r, |_| true).newest_available.map(|r| r.id.clone());
+        let pick = |r: &[UsageReport]| sort(r, |_| true).newest_available.map(|r| r.id.clone());
         assert_eq!(pick(&a), pick(&b));
     }
 
     #[test]
     fn only_pending_or_error_means_nothing_to_read() {
         let reports = [report("amiur-1", ReportState::Pending, 1), report("amiur-2", error("x"), 2)];
-        let sorted = classify(&reports, |_| true);
+        let sorted = sort(&reports, |_| true);
         assert!(sorted.newest_available.is_none());
-        assert!(!needs_new_report(&sorted, at(10), Duration::from_secs(5)), "a pending report blocks creation");
+        assert!(!needs_new_report(&sorted, at(10), Duration::from_secs(5), HOUR), "a pending report blocks creation");
         let only_error = [report("amiur-2", error("x"), 2)];
-        assert!(needs_new_report(&classify(&only_error, |_| true), at(3), Duration::from_secs(100)));
+        let one_second = Duration::from_secs(1);
+        assert!(!needs_new_report(&sort(&only_error, |_| true), at(2), Duration::from_secs(100), one_second));
+        assert!(needs_new_report(&sort(&only_error, |_| true), at(3), Duration::from_secs(100), one_second));
     }
 
     #[test]
@@ -300,8 +362,8 @@ mod tests {
         narrow.params = ReportParams::from_report([("ec2:Instance", None)], ["111122223333"]);
         let reports = [report("amiur-1", ReportState::Available, 100), narrow];
         let wanted = policy_params();
-        assert_eq!(classify(&reports, |r| r.params == wanted).newest_available.map(|r| r.id.as_str()), Some("amiur-1"));
-        assert_eq!(classify(&reports, |_| true).newest_available.map(|r| r.id.as_str()), Some("amiur-9"));
+        assert_eq!(sort(&reports, |r| r.params == wanted).newest_available.map(|r| r.id.as_str()), Some("amiur-1"));
+        assert_eq!(sort(&reports, |_| true).newest_available.map(|r| r.id.as_str()), Some("amiur-9"));
     }
 
     #[test]
@@ -315,26 +377,58 @@ mod tests {
     #[test]
     fn refresh_only_when_too_old() {
         let reports = [report("amiur-1", ReportState::Available, 1000)];
-        let sorted = classify(&reports, |_| true);
+        let sorted = sort(&reports, |_| true);
         let max_age = Duration::from_secs(100);
-        assert!(!needs_new_report(&sorted, at(1050), max_age));
-        assert!(!needs_new_report(&sorted, at(1100), max_age), "exactly max_age old is still fresh");
-        assert!(needs_new_report(&sorted, at(1101), max_age));
-        assert!(!needs_new_report(&sorted, at(500), max_age), "a clock behind the report's time is not age");
-        assert!(needs_new_report(&ImageReports::default(), at(0), max_age), "no report at all");
+        let poll = Duration::from_secs(10);
+        assert!(!needs_new_report(&sorted, at(1050), max_age, poll));
+        assert!(!needs_new_report(&sorted, at(1100), max_age, poll), "exactly max_age old is still fresh");
+        assert!(needs_new_report(&sorted, at(1101), max_age, poll));
+        assert!(!needs_new_report(&sorted, at(500), max_age, poll), "a clock behind the report's time is not age");
+        assert!(needs_new_report(&ImageReports::default(), at(0), max_age, poll), "no report at all");
     }
 
     #[test]
-    fn only_failures_of_the_current_window_count_as_attempts() {
-        let day = 86_400;
-        let reports = [
-            report("amiur-1", error("x"), day * 3 + 10),
-            report("amiur-2", error("y"), day * 3 + 20),
-            report("amiur-3", error("z"), day * 2 + 10),
-        ];
-        let sorted = classify(&reports, |_| true);
-        assert_eq!(failed_in_window(&sorted, at(day * 3 + 500), Duration::from_secs(day)), 2);
-        assert_eq!(failed_in_window(&sorted, at(day * 4), Duration::from_secs(day)), 0);
+    fn failed_reports_space_out_the_next_request() {
+        let poll = Duration::from_secs(300);
+        let max_age = Duration::from_secs(86_400);
+        let mut reports = vec![report("amiur-0", ReportState::Available, 1_000)];
+        let wait_after = |reports: &[UsageReport]| {
+            let sorted = sort(reports, |_| true);
+            sorted.retry_after(poll, max_age).map(|t| t.duration_since(at(0)).map_or(0, |d| d.as_secs()))
+        };
+        assert_eq!(wait_after(&reports), None, "the latest report is fine");
+        // The k-th consecutive failure waits poll × 2^(k-1) after its creation, capped at max_age.
+        let mut created = 100_000;
+        for (k, wait) in [(1, 300), (2, 600), (3, 1200), (4, 2400), (9, 76_800), (10, 86_400), (30, 86_400)] {
+            while reports.len() <= k {
+                created += 10;
+                reports.push(report(&format!("amiur-{:03}", reports.len()), error("x"), created));
+            }
+            assert_eq!(wait_after(&reports), Some(created + wait), "after failure {k}");
+        }
+        let sorted = sort(&reports, |_| true);
+        assert_eq!(sorted.consecutive_failures().len(), 30);
+        assert!(!needs_new_report(&sorted, at(created + 86_399), max_age, poll), "still waiting");
+        assert!(needs_new_report(&sorted, at(created + 86_400), max_age, poll), "the wait is over");
+        // A success resets the count: only failures after it count.
+        reports.push(report("amiur-ok", ReportState::Available, created + 5));
+        assert_eq!(wait_after(&reports), None);
+        reports.push(report("amiur-late", error("x"), created + 6));
+        assert_eq!(wait_after(&reports), Some(created + 6 + 300));
+    }
+
+    #[test]
+    fn unknown_states_are_pending_until_the_timeout_then_failed() {
+        let reports = [report("amiur-1", ReportState::Available, 100), report("amiur-2", ReportState::Other("archiving".into()), 1_000)];
+        let young = classify(&reports, |_| true, at(1_000 + 3_600), HOUR);
+        assert_eq!(young.pending.map(|r| r.id.as_str()), Some("amiur-2"), "pending while young");
+        assert!(young.errors.is_empty());
+        assert!(!needs_new_report(&young, at(1_000 + 3_600), Duration::from_secs(60), Duration::from_secs(60)));
+        let old = classify(&reports, |_| true, at(1_000 + 3_601), HOUR);
+        assert!(old.pending.is_none(), "no longer blocks creation");
+        assert_eq!(old.errors.len(), 1);
+        assert_eq!(old.unknown.len(), 1, "still reported as unknown");
+        assert_eq!(old.consecutive_failures().len(), 1, "it counts as a failure");
     }
 
     fn ours(id: &str, state: ReportState, created: u64) -> UsageReport {
@@ -344,14 +438,8 @@ mod tests {
     fn deletable(reports: &[UsageReport], serving: &str, pinned: &[&str], now: u64, max_age: u64) -> Vec<String> {
         let wanted = policy_params();
         let serving = reports.iter().find(|r| r.id == serving).expect("serving report listed");
-        superseded(
-            reports,
-            serving,
-            |r| r.params == wanted,
-            |id| pinned.contains(&id),
-            at(now),
-            Duration::from_secs(max_age),
-        )
+        let _ = (now, max_age);
+        superseded(reports, serving, |r| r.params == wanted, |id| pinned.contains(&id))
         .into_iter()
         .map(|r| r.id.clone())
         .collect()
@@ -373,7 +461,7 @@ mod tests {
     #[test]
     fn equal_creation_times_order_by_id_like_classify() {
         let reports = [ours("amiur-a", ReportState::Available, 5), ours("amiur-b", ReportState::Available, 5)];
-        let serving = classify(&reports, |_| true).newest_available.map(|r| r.id.clone()).expect("one serves");
+        let serving = sort(&reports, |_| true).newest_available.map(|r| r.id.clone()).expect("one serves");
         assert_eq!(serving, "amiur-b");
         assert_eq!(deletable(&reports, &serving, &[], 10, 1000), ["amiur-a"]);
     }
@@ -395,20 +483,16 @@ mod tests {
     }
 
     #[test]
-    fn error_reports_go_once_their_window_is_over() {
-        let day = 86_400;
-        let now = day * 3 + 500;
+    fn error_reports_go_once_a_newer_report_serves() {
         let reports = [
-            ours("amiur-1", error("x"), day * 2 + 10), // the previous window
-            ours("amiur-2", error("y"), day * 3 + 20), // this window: counted by failed_in_window
-            ours("amiur-3", error("z"), day * 4),      // a clock ahead of ours: not over yet
-            report("amiur-4", error("w"), day),        // not ours
-            ours("amiur-5", ReportState::Available, day * 3 + 100),
+            ours("amiur-1", error("x"), 10),               // before the serving report
+            report("amiur-2", error("w"), 20),             // not ours
+            ours("amiur-5", ReportState::Available, 100), // serving
+            ours("amiur-6", error("y"), 200),              // after it: a consecutive failure
         ];
-        assert_eq!(deletable(&reports, "amiur-5", &[], now, day), ["amiur-1"]);
-        let sorted = classify(&reports, |_| true);
-        assert_eq!(failed_in_window(&sorted, at(now), Duration::from_secs(day)), 1, "the kept one still counts");
-        assert_eq!(deletable(&reports, "amiur-5", &[], day * 5, day), ["amiur-1", "amiur-2", "amiur-3"]);
+        assert_eq!(deletable(&reports, "amiur-5", &[], 300, 1000), ["amiur-1"]);
+        let sorted = sort(&reports, |_| true);
+        assert_eq!(sorted.consecutive_failures().len(), 1, "the kept one still counts");
     }
 
     #[test]
@@ -431,13 +515,15 @@ mod tests {
     fn client_token_is_shared_within_a_window_and_changes_across() {
         let params = policy_params();
         let day = Duration::from_secs(86_400);
-        let t = |secs| client_token("ami-12345678", &params, at(secs), day, 0);
+        let t = |secs| client_token("ami-12345678", &params, at(secs), day, None);
         assert_eq!(t(86_400 * 10 + 5), t(86_400 * 10 + 80_000), "same window, same token");
         assert_ne!(t(86_400 * 10 + 5), t(86_400 * 11 + 5), "next window, new token");
-        assert_ne!(t(5), client_token("ami-12345679", &params, at(5), day, 0), "per image");
-        assert_ne!(t(5), client_token("ami-12345678", &params, at(5), day, 1), "per attempt");
+        assert_ne!(t(5), client_token("ami-12345679", &params, at(5), day, None), "per image");
+        let after = |id| client_token("ami-12345678", &params, at(5), day, Some(id));
+        assert_ne!(t(5), after("amiur-1"), "after a failed report, a new request");
+        assert_ne!(after("amiur-1"), after("amiur-2"));
         let narrower = ReportParams::from_report([("ec2:Instance", None)], []);
-        assert_ne!(t(5), client_token("ami-12345678", &narrower, at(5), day, 0), "per parameters");
+        assert_ne!(t(5), client_token("ami-12345678", &narrower, at(5), day, None), "per parameters");
         assert_eq!(t(5).len(), 32);
         assert!(t(5).bytes().all(|b| b.is_ascii_hexdigit()));
     }

@@ -29,7 +29,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Reload;
@@ -59,6 +60,8 @@ pub struct ServerOptions {
     pub header_timeout: Duration,
     /// `--web.config.file`: TLS, basic authentication, extra headers.
     pub web_config: Option<Arc<WebConfigSource>>,
+    /// `--web.enable-lifecycle`: whether `/-/reload` may be used (SIGHUP always reloads).
+    pub lifecycle: bool,
 }
 
 /// What the HTTP server serves; written by the poller, read by every request.
@@ -84,9 +87,13 @@ impl WebState {
         }
     }
 
-    /// Swaps in the exposition of a finished poll and marks the exporter ready.
+    /// Swaps in the exposition composed of the latest polls.
     pub fn publish(&self, usage: Prepared) {
         self.usage.store(Arc::new(usage));
+    }
+
+    /// Marks the exporter ready: every target finished its first poll.
+    pub fn mark_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }
 
@@ -185,6 +192,10 @@ fn metrics(state: &WebState, headers: &HeaderMap) -> Response<Chunks> {
 pub async fn route(state: &WebState, method: &Method, path: &str, headers: &HeaderMap) -> Response<Chunks> {
     let read_only = method == Method::GET || method == Method::HEAD;
     match path {
+        "/-/reload" if (method == Method::POST || method == Method::PUT) && !state.options.lifecycle => {
+            // Prometheus's answer, word for word: tools that drive Prometheus understand it.
+            text(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.")
+        }
         "/-/reload" if method == Method::POST || method == Method::PUT => reload(state).await,
         "/-/reload" => method_not_allowed("POST, PUT"),
         _ if !read_only => method_not_allowed("GET, HEAD"),
@@ -205,16 +216,20 @@ async fn reload(state: &WebState) -> Response<Chunks> {
     let Some(reloads) = &state.reload else {
         return text(StatusCode::NOT_FOUND, "Reloading is not enabled\n");
     };
-    let (reply, outcome) = oneshot::channel();
-    if reloads.send(Reload { reply: Some(reply) }).await.is_err() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "The exporter is shutting down\n");
+    let (request, waiter) = Reload::requested();
+    match reloads.try_send(request) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "Reloads are already queued; try again shortly\n");
+        }
+        Err(TrySendError::Closed(_)) => return text(StatusCode::SERVICE_UNAVAILABLE, "The exporter is shutting down\n"),
     }
-    match tokio::time::timeout(RELOAD_TIMEOUT, outcome).await {
-        Ok(Ok(Ok(()))) => text(StatusCode::OK, "Configuration reloaded\n"),
-        Ok(Ok(Err(error))) => {
+    match waiter.outcome(RELOAD_TIMEOUT).await {
+        Some(Ok(())) => text(StatusCode::OK, "Configuration reloaded\n"),
+        Some(Err(error)) => {
             text(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to reload the configuration: {error}\n"))
         }
-        _ => text(StatusCode::SERVICE_UNAVAILABLE, "The reload did not finish in time\n"),
+        None => text(StatusCode::SERVICE_UNAVAILABLE, "The reload did not start in time; it was not applied\n"),
     }
 }
 
@@ -241,7 +256,7 @@ async fn answer(
     parts: &Parts,
     body: Incoming,
 ) -> Response<Chunks> {
-    let _permit = match &state.requests {
+    let mut permit = match &state.requests {
         Some(limit) => match Arc::clone(limit).try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "Too many concurrent requests\n"),
@@ -259,6 +274,11 @@ async fn answer(
         let mut refused = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
         refused.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(web_config::WWW_AUTHENTICATE));
         return refused;
+    }
+    if parts.uri.path() == "/-/reload" {
+        // A reload may wait for the poll loop; it must not hold a slot that scrapes need. The
+        // reload queue bounds these requests instead.
+        permit.take();
     }
     route(state, &parts.method, parts.uri.path(), &parts.headers).await
 }
@@ -371,6 +391,7 @@ mod tests {
             max_connections: 10,
             header_timeout: Duration::from_secs(10),
             web_config: None,
+            lifecycle: true,
         }
     }
 
@@ -433,8 +454,8 @@ mod tests {
             while let Some(reload) = rx.recv().await {
                 n += 1;
                 let outcome = if n == 1 { Ok(()) } else { Err("targets: bad".to_owned()) };
-                if let Some(reply) = reload.reply {
-                    let _ = reply.send(outcome);
+                if let Some(ticket) = reload.ticket.filter(|t| t.claim()) {
+                    ticket.reply(outcome);
                 }
             }
         });
@@ -442,5 +463,29 @@ mod tests {
         let failed = route(&s, &Method::PUT, "/-/reload", &HeaderMap::new()).await;
         assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(body_of(failed).await.contains("targets: bad"));
+    }
+
+    #[tokio::test]
+    async fn reload_needs_the_lifecycle_flag() {
+        let (tx, mut rx) = mpsc::channel::<Reload>(1);
+        let options = ServerOptions { lifecycle: false, ..options() };
+        let s = WebState::new(options, SelfMetrics::new("0", "r", true).expect("metrics"), Some(tx));
+        for method in [Method::POST, Method::PUT] {
+            let refused = route(&s, &method, "/-/reload", &HeaderMap::new()).await;
+            assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+            assert_eq!(body_of(refused).await, "Lifecycle API is not enabled.");
+        }
+        assert!(rx.try_recv().is_err(), "nothing was queued");
+    }
+
+    #[tokio::test]
+    async fn a_full_reload_queue_is_refused_at_once() {
+        let (tx, _rx) = mpsc::channel::<Reload>(1);
+        let s = WebState::new(options(), SelfMetrics::new("0", "r", true).expect("metrics"), Some(tx.clone()));
+        tx.try_send(Reload { ticket: None }).expect("room for one");
+        let started = std::time::Instant::now();
+        let busy = route(&s, &Method::POST, "/-/reload", &HeaderMap::new()).await;
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(1), "not waiting for room in the queue");
     }
 }

@@ -70,19 +70,22 @@ pub struct ImageStatus {
     pub last_success: Option<SystemTime>,
     /// When the image's pending report was requested, while one is pending.
     pub pending_since: Option<SystemTime>,
+    /// The image's consecutive failed reports since its newest available one (0 when its
+    /// latest report is fine).
+    pub report_failures: usize,
     /// `None` while the image has no usable available report (none yet, or still pending).
     pub report: Option<Arc<ReportUsage>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    /// Sorted by Region, then image ID.
+    /// Sorted by Region, then owner, then image ID.
     pub images: Vec<ImageStatus>,
 }
 
 impl Snapshot {
     pub fn new(mut images: Vec<ImageStatus>) -> Self {
-        images.sort_by(|a, b| (&a.region, &a.image_id).cmp(&(&b.region, &b.image_id)));
+        images.sort_by(|a, b| (&a.region, &a.owner, &a.image_id).cmp(&(&b.region, &b.owner, &b.image_id)));
         Self { images }
     }
 
@@ -147,6 +150,7 @@ mod tests {
             poll_success: true,
             last_success: None,
             pending_since: None,
+            report_failures: 0,
             report,
         };
         let s = Snapshot::new(vec![

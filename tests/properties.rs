@@ -1439,7 +1439,7 @@ fn expected_samples(snapshot: &Snapshot, o: &GenOptions) -> Vec<Sample> {
         value,
     };
     let (mut resources, mut unexpected, mut created, mut info) = (vec![], vec![], vec![], vec![]);
-    let (mut success, mut last, mut pending) = (vec![], vec![], vec![]);
+    let (mut success, mut last, mut pending, mut failures) = (vec![], vec![], vec![], vec![]);
     for image in &snapshot.images {
         let mut l = vec![("aws_region", &*image.region)];
         if let Some(owner) = &image.owner {
@@ -1453,6 +1453,7 @@ fn expected_samples(snapshot: &Snapshot, o: &GenOptions) -> Vec<Sample> {
         if let Some(t) = image.pending_since {
             pending.push(sample("pending_report_creation_timestamp_seconds", &l, secs(t)));
         }
+        failures.push(sample("image_report_failures", &l, image.report_failures as f64));
         let Some(report) = &image.report else { continue };
         created.push(sample("report_creation_timestamp_seconds", &l, secs(report.created)));
         info.push(sample("report_info", &[l.as_slice(), &[("report_id", &report.report_id)]].concat(), 1.0));
@@ -1504,7 +1505,7 @@ fn expected_samples(snapshot: &Snapshot, o: &GenOptions) -> Vec<Sample> {
         out.push(sample("series_dropped", &[], dropped as f64));
     }
     // The status families come last: they are the part rendered anew every poll.
-    for family in [success, last, pending] {
+    for family in [success, last, pending, failures] {
         out.extend(family);
     }
     out
@@ -1558,19 +1559,21 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         proptest::option::of(time()),
         proptest::option::of(time()),
         proptest::option::of(report_usage()),
+        0usize..40,
     );
     let key = (label_value(), proptest::option::of(label_value()), image_label());
     prop::collection::btree_map(key, status, 0..6).prop_map(|images| {
         Snapshot::new(
             images
                 .into_iter()
-                .map(|((region, owner, image_id), (poll_success, last_success, pending_since, report))| ImageStatus {
+                .map(|((region, owner, image_id), (poll_success, last_success, pending_since, report, report_failures))| ImageStatus {
                     region: region.into(),
                     owner: owner.map(Into::into),
                     image_id: image_id.into(),
                     poll_success,
                     last_success,
                     pending_since,
+                    report_failures,
                     report: report.map(Arc::new),
                 })
                 .collect(),

@@ -187,6 +187,7 @@ fn snapshot(images: Vec<Image>) -> Snapshot {
             poll_success: image.poll_success,
             last_success: image.last_success.map(time),
             pending_since: image.pending_since.map(time),
+            report_failures: usize::from(image.poll_success),
             report,
         };
         unique.insert((image.region, image.owner, image_id), status);
@@ -210,7 +211,7 @@ fn expected(snapshot: &Snapshot, o: &Model) -> Vec<Sample> {
         value,
     };
     let (mut resources, mut unexpected, mut created, mut info) = (vec![], vec![], vec![], vec![]);
-    let (mut success, mut last, mut pending) = (vec![], vec![], vec![]);
+    let (mut success, mut last, mut pending, mut failures) = (vec![], vec![], vec![], vec![]);
     for image in &snapshot.images {
         let mut l = vec![("aws_region", &*image.region)];
         if let Some(owner) = &image.owner {
@@ -224,6 +225,7 @@ fn expected(snapshot: &Snapshot, o: &Model) -> Vec<Sample> {
         if let Some(t) = image.pending_since {
             pending.push(sample("pending_report_creation_timestamp_seconds", &l, secs(t)));
         }
+        failures.push(sample("image_report_failures", &l, image.report_failures as f64));
         let Some(report) = &image.report else { continue };
         created.push(sample("report_creation_timestamp_seconds", &l, secs(report.created)));
         info.push(sample("report_info", &[l.as_slice(), &[("report_id", &report.report_id)]].concat(), 1.0));
@@ -275,7 +277,7 @@ fn expected(snapshot: &Snapshot, o: &Model) -> Vec<Sample> {
         out.push(sample("series_dropped", &[], dropped as f64));
     }
     // The status families come last: they are the part rendered anew every poll.
-    for family in [success, last, pending] {
+    for family in [success, last, pending, failures] {
         out.extend(family);
     }
     out
