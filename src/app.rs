@@ -270,7 +270,13 @@ struct Generation {
 impl Generation {
     /// Starts one task per target. Each polls its target every poll interval, at once first;
     /// at most `aws.max_concurrent_targets` poll at the same time.
-    fn start(number: u64, poller: Poller, config: &Arc<Config>, schedule: &Schedule, results: &mpsc::UnboundedSender<Polled>) -> Self {
+    fn start(
+        number: u64,
+        poller: Poller,
+        config: &Arc<Config>,
+        schedule: &Schedule,
+        results: &mpsc::UnboundedSender<Polled>,
+    ) -> Self {
         let permits = Arc::new(tokio::sync::Semaphore::new(poller.max_concurrent_targets().max(1)));
         let stop = schedule.shutdown.child_token();
         let mut keys = Vec::new();
@@ -347,13 +353,25 @@ impl TargetTask {
                     if poll.stats.credentials_failed {
                         self.rebuild_client(&mut target).await;
                     }
-                    Polled { generation: self.generation, key: target.key().to_owned(), images: Some(poll.images), stats: poll.stats, elapsed: started.elapsed() }
+                    Polled {
+                        generation: self.generation,
+                        key: target.key().to_owned(),
+                        images: Some(poll.images),
+                        stats: poll.stats,
+                        elapsed: started.elapsed(),
+                    }
                 }
                 Err(panic) => {
                     self.metrics.poll_panics.inc();
                     tracing::error!(aws_region = target.region(), panic = %panic, "the poll panicked; the previous data keeps being served, and the next poll starts from a clean state");
                     target.reset();
-                    Polled { generation: self.generation, key: target.key().to_owned(), images: None, stats: PollStats::default(), elapsed: started.elapsed() }
+                    Polled {
+                        generation: self.generation,
+                        key: target.key().to_owned(),
+                        images: None,
+                        stats: PollStats::default(),
+                        elapsed: started.elapsed(),
+                    }
                 }
             };
             if self.results.send(polled).is_err() {
@@ -532,7 +550,10 @@ impl Schedule {
         let shared = aws::shared_config(&new.aws).await;
         let mut fresh = Poller::new(&new, build_targets(&new, &shared, &self.metrics).await, self.metrics.clone());
         let number = generation.number + 1;
-        let previous = std::mem::replace(generation, Generation { number, keys: Vec::new(), stop: CancellationToken::new(), tasks: Vec::new() });
+        let previous = std::mem::replace(
+            generation,
+            Generation { number, keys: Vec::new(), stop: CancellationToken::new(), tasks: Vec::new() },
+        );
         fresh.inherit(previous.stop().await);
         *config = Arc::new(new);
         *generation = Generation::start(number, fresh, config, self, results);

@@ -16,11 +16,11 @@ use aws_sdk_ec2::operation::describe_image_usage_reports::DescribeImageUsageRepo
 use aws_sdk_ec2::operation::describe_images::DescribeImagesError;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::interceptors::context::{
     AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef, Error as ErasedError,
     FinalizerInterceptorContextRef,
 };
-use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::orchestrator::{Metadata, OrchestratorError};
 use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction, RetryClassifierPriority};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;

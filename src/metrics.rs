@@ -691,6 +691,10 @@ ami_usage_last_success_timestamp_seconds{{aws_region=\"us-east-1\",image_id=\"am
 # HELP ami_usage_pending_report_creation_timestamp_seconds When the image's pending report was requested (Unix time); absent when none is pending
 # TYPE ami_usage_pending_report_creation_timestamp_seconds gauge
 ami_usage_pending_report_creation_timestamp_seconds{{aws_region=\"us-east-1\",image_id=\"ami-12345678\"}} 1759300000
+# HELP ami_usage_image_report_failures Consecutive failed reports of the image since its newest available one (0 when the latest is fine); the next request waits poll_interval x 2^(failures-1), at most reports.max_age
+# TYPE ami_usage_image_report_failures gauge
+ami_usage_image_report_failures{{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\"}} 0
+ami_usage_image_report_failures{{aws_region=\"us-east-1\",image_id=\"ami-12345678\"}} 3
 "
         );
         assert_eq!(text, expected);

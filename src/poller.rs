@@ -28,8 +28,7 @@ use crate::ec2::{ApiError, Ec2Reports, EntryChain, ReportSelector, Skipped, is_d
 use crate::intern::Interner;
 use crate::metrics::SelfMetrics;
 use crate::report::{
-    Backoff, ImageReports, ReportParams, ReportState, UsageReport, classify, client_token, needs_new_report,
-    superseded,
+    Backoff, ImageReports, ReportParams, ReportState, UsageReport, classify, client_token, needs_new_report, superseded,
 };
 use crate::snapshot::{Entry, ImageStatus, ReportUsage, Snapshot};
 
@@ -344,8 +343,7 @@ impl TargetPoller {
         let mut errors: Vec<ApiError> = Vec::new();
         let images = self.refresh_images(now, &mut errors).await;
 
-        let listing =
-            list_reports(&self.target, &images, &self.memory.pinned_images, self.settings.concurrency).await;
+        let listing = list_reports(&self.target, &images, &self.memory.pinned_images, self.settings.concurrency).await;
         errors.extend(listing.failed.values().cloned());
         self.note_skipped(&listing.skipped, "reports");
         self.remember_pinned(&listing);
@@ -457,7 +455,12 @@ impl TargetPoller {
 
     /// Chooses the report of each listed image and the images that need a new one; logs error,
     /// stuck and unknown reports (once each).
-    fn decide(&mut self, watched_images: &[String], listing: &Listing, now: SystemTime) -> (HashMap<String, Decision>, Vec<Due>) {
+    fn decide(
+        &mut self,
+        watched_images: &[String],
+        listing: &Listing,
+        now: SystemTime,
+    ) -> (HashMap<String, Decision>, Vec<Due>) {
         let target = &self.target;
         let memory = &self.memory;
         let s = &self.settings;
@@ -485,7 +488,8 @@ impl TargetPoller {
                     .filter(|r| matches!(r.state, ReportState::Error { .. }) && !memory.seen_errors.contains(&r.id))
                     .map(|r| (*r).clone()),
             );
-            news.unknown.extend(sorted.unknown.iter().filter(|r| !memory.seen_unknown.contains(&r.id)).map(|r| (*r).clone()));
+            news.unknown
+                .extend(sorted.unknown.iter().filter(|r| !memory.seen_unknown.contains(&r.id)).map(|r| (*r).clone()));
             if let Some(p) = sorted.pending.filter(|p| {
                 matches!(p.state, ReportState::Pending)
                     && now.duration_since(p.created).is_ok_and(|age| age > pending_timeout)
@@ -665,7 +669,10 @@ impl TargetPoller {
     /// are resumed first, as the same calls; the other reports are split as `entry_batches`
     /// says. Returns the usage of every report whose chain finished, and the reports whose
     /// chain failed (kept, to resume at the next poll).
-    async fn read_entries(&mut self, unread: &[UsageReport]) -> (Vec<(String, ReportUsage)>, HashMap<String, ApiError>) {
+    async fn read_entries(
+        &mut self,
+        unread: &[UsageReport],
+    ) -> (Vec<(String, ReportUsage)>, HashMap<String, ApiError>) {
         let by_id: HashMap<&str, &UsageReport> = unread.iter().map(|r| (r.id.as_str(), r)).collect();
         // A saved chain is resumed while every report it reads is still to be read.
         let mut saved = std::mem::take(&mut self.memory.chains);
@@ -674,7 +681,8 @@ impl TargetPoller {
         let fresh: Vec<&UsageReport> = unread.iter().filter(|r| !resumed.contains(r.id.as_str())).collect();
         let mut calls: Vec<(Vec<(String, SystemTime)>, EntryChain)> = Vec::new();
         for (ids, chain) in saved {
-            let wanted = ids.iter().filter_map(|id| by_id.get(id.as_str())).map(|r| (r.id.clone(), r.created)).collect();
+            let wanted =
+                ids.iter().filter_map(|id| by_id.get(id.as_str())).map(|r| (r.id.clone(), r.created)).collect();
             calls.push((wanted, chain));
         }
         for batch in entry_batches(&fresh, self.settings.concurrency) {
@@ -734,7 +742,8 @@ impl TargetPoller {
         now: SystemTime,
     ) -> usize {
         let s = Arc::clone(&self.settings);
-        if !(s.policy.create && s.policy.delete_superseded) || self.memory.delete_backoff.is_some_and(|b| !b.allows(now))
+        if !(s.policy.create && s.policy.delete_superseded)
+            || self.memory.delete_backoff.is_some_and(|b| !b.allows(now))
         {
             return 0;
         }

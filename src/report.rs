@@ -149,12 +149,8 @@ impl ImageReports<'_> {
     /// The failed reports since the newest available one (all of them when none is available),
     /// newest first: the image's consecutive failures.
     pub fn consecutive_failures(&self) -> Vec<&UsageReport> {
-        let mut failed: Vec<&UsageReport> = self
-            .errors
-            .iter()
-            .copied()
-            .filter(|r| self.newest_available.is_none_or(|ok| newer(r, ok)))
-            .collect();
+        let mut failed: Vec<&UsageReport> =
+            self.errors.iter().copied().filter(|r| self.newest_available.is_none_or(|ok| newer(r, ok))).collect();
         failed.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
         failed
     }
@@ -419,7 +415,10 @@ mod tests {
 
     #[test]
     fn unknown_states_are_pending_until_the_timeout_then_failed() {
-        let reports = [report("amiur-1", ReportState::Available, 100), report("amiur-2", ReportState::Other("archiving".into()), 1_000)];
+        let reports = [
+            report("amiur-1", ReportState::Available, 100),
+            report("amiur-2", ReportState::Other("archiving".into()), 1_000),
+        ];
         let young = classify(&reports, |_| true, at(1_000 + 3_600), HOUR);
         assert_eq!(young.pending.map(|r| r.id.as_str()), Some("amiur-2"), "pending while young");
         assert!(young.errors.is_empty());
@@ -440,9 +439,9 @@ mod tests {
         let serving = reports.iter().find(|r| r.id == serving).expect("serving report listed");
         let _ = (now, max_age);
         superseded(reports, serving, |r| r.params == wanted, |id| pinned.contains(&id))
-        .into_iter()
-        .map(|r| r.id.clone())
-        .collect()
+            .into_iter()
+            .map(|r| r.id.clone())
+            .collect()
     }
 
     #[test]
@@ -485,10 +484,10 @@ mod tests {
     #[test]
     fn error_reports_go_once_a_newer_report_serves() {
         let reports = [
-            ours("amiur-1", error("x"), 10),               // before the serving report
-            report("amiur-2", error("w"), 20),             // not ours
+            ours("amiur-1", error("x"), 10),              // before the serving report
+            report("amiur-2", error("w"), 20),            // not ours
             ours("amiur-5", ReportState::Available, 100), // serving
-            ours("amiur-6", error("y"), 200),              // after it: a consecutive failure
+            ours("amiur-6", error("y"), 200),             // after it: a consecutive failure
         ];
         assert_eq!(deletable(&reports, "amiur-5", &[], 300, 1000), ["amiur-1"]);
         let sorted = sort(&reports, |_| true);

@@ -222,7 +222,9 @@ async fn reload(state: &WebState) -> Response<Chunks> {
         Err(TrySendError::Full(_)) => {
             return text(StatusCode::SERVICE_UNAVAILABLE, "Reloads are already queued; try again shortly\n");
         }
-        Err(TrySendError::Closed(_)) => return text(StatusCode::SERVICE_UNAVAILABLE, "The exporter is shutting down\n"),
+        Err(TrySendError::Closed(_)) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "The exporter is shutting down\n");
+        }
     }
     match waiter.outcome(RELOAD_TIMEOUT).await {
         Some(Ok(())) => text(StatusCode::OK, "Configuration reloaded\n"),
@@ -413,6 +415,12 @@ mod tests {
         );
         assert_eq!(route(&s, &Method::GET, "/-/healthy", &HeaderMap::new()).await.status(), StatusCode::OK);
         s.publish(Prepared::new(b"ami_usage_resources 1\n".to_vec()));
+        assert_eq!(
+            route(&s, &Method::GET, "/-/ready", &HeaderMap::new()).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "one target's result is not every target's"
+        );
+        s.mark_ready();
         assert_eq!(route(&s, &Method::GET, "/-/ready", &HeaderMap::new()).await.status(), StatusCode::OK);
     }
 

@@ -307,7 +307,11 @@ async fn a_bad_reload_keeps_the_old_config_and_a_good_one_applies() {
     let running = simulator(3, 4, Duration::from_secs(60)).await;
     let sim = &running.sim;
     let images = sim.image_ids();
-    let exporter = Exporter::start(&config_for(&images[..1], "poll_interval: 1s"), &running.endpoint_url());
+    let exporter = Exporter::start_with(
+        &config_for(&images[..1], "poll_interval: 1s"),
+        &running.endpoint_url(),
+        &["--web.enable-lifecycle"],
+    );
     exporter.wait_ready().await;
 
     std::fs::write(exporter.config_path(), "poll_interval: 1s\ntargets: oops\n").expect("write");

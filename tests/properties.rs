@@ -1566,16 +1566,21 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         Snapshot::new(
             images
                 .into_iter()
-                .map(|((region, owner, image_id), (poll_success, last_success, pending_since, report, report_failures))| ImageStatus {
-                    region: region.into(),
-                    owner: owner.map(Into::into),
-                    image_id: image_id.into(),
-                    poll_success,
-                    last_success,
-                    pending_since,
-                    report_failures,
-                    report: report.map(Arc::new),
-                })
+                .map(
+                    |(
+                        (region, owner, image_id),
+                        (poll_success, last_success, pending_since, report, report_failures),
+                    )| ImageStatus {
+                        region: region.into(),
+                        owner: owner.map(Into::into),
+                        image_id: image_id.into(),
+                        poll_success,
+                        last_success,
+                        pending_since,
+                        report_failures,
+                        report: report.map(Arc::new),
+                    },
+                )
                 .collect(),
         )
     })

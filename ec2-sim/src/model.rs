@@ -26,6 +26,8 @@ pub enum ReportState {
     Available,
     /// With the `stateReason` text (AWS does not document the values).
     Error(String),
+    /// A state AWS might add one day (`Simulator::set_report_state`): clients must survive it.
+    Unknown(&'static str),
 }
 
 impl ReportState {
@@ -35,6 +37,7 @@ impl ReportState {
             ReportState::Pending => "pending",
             ReportState::Available => "available",
             ReportState::Error(_) => "error",
+            ReportState::Unknown(state) => state,
         }
     }
 }

@@ -195,6 +195,16 @@ impl Simulator {
         assert!(known, "fail_report: {report_id} is not a report of this simulator");
     }
 
+    /// Puts a report in a state AWS does not document (e.g. "archiving"), as a future EC2 might: not readable,
+    /// neither pending nor failed. Its entries are gone.
+    ///
+    /// # Panics
+    /// If there is no such report (unknown or expired).
+    pub fn set_report_state(&self, report_id: &str, state: &'static str) {
+        let known = self.with(|s| s.set_report_state(report_id, state));
+        assert!(known, "set_report_state: {report_id} is not a report of this simulator");
+    }
+
     /// Deletes a report now, as EC2 does at expiry.
     ///
     /// # Panics

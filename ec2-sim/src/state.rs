@@ -63,6 +63,9 @@ pub(crate) struct Owner {
     next_seq: u64,
     /// Index of the next registered image's ID. Never reused, not even after a deregistration.
     next_image: u64,
+    /// Every `ClientToken` a report was created with, and that request and report: EC2's idempotency outlives the
+    /// report, so a token repeated after the report was deleted gets the same (now unlisted) report ID.
+    tokens: BTreeMap<String, (CreateRequest, String)>,
 }
 
 impl Owner {
@@ -78,6 +81,7 @@ impl Owner {
             reports: data.reports,
             ids,
             spec,
+            tokens: BTreeMap::new(),
         };
         owner.sort_reports();
         owner
@@ -321,10 +325,10 @@ impl State {
     ) -> Result<String, Ec2Error> {
         let reports = &self.owners[owner].reports;
         if let Some(token) = client_token.as_deref()
-            && let Some(existing) = reports.iter().find(|r| r.client_token.as_deref() == Some(token))
+            && let Some((first, id)) = self.owners[owner].tokens.get(token)
         {
-            return if existing.request == request {
-                Ok(existing.id.clone())
+            return if *first == request {
+                Ok(id.clone())
             } else {
                 Err(Ec2Error::client(
                     "IdempotentParameterMismatch",
@@ -353,7 +357,12 @@ impl State {
                 format!("You have reached the limit of {MAX_PENDING_PER_ACCOUNT} pending usage reports."),
             ));
         }
-        Ok(self.insert(owner, request, client_token, ReportState::Pending))
+        let remembered = client_token.clone().map(|token| (token, request.clone()));
+        let id = self.insert(owner, request, client_token, ReportState::Pending);
+        if let Some((token, request)) = remembered {
+            self.owners[owner].tokens.insert(token, (request, id.clone()));
+        }
+        Ok(id)
     }
 
     /// A report that is available at once, as if created in the console some time ago and just finished.
@@ -371,6 +380,17 @@ impl State {
         };
         report.entries.clear();
         report.state = ReportState::Error(reason.to_string());
+        true
+    }
+
+    /// Puts a report in a state of this name, one AWS does not document (yet); returns false for an unknown report.
+    pub(crate) fn set_report_state(&mut self, id: &str, state: &'static str) -> bool {
+        let report = self.owners.iter_mut().flat_map(|o| o.reports.iter_mut()).find(|r| r.id == id);
+        let Some(report) = report else {
+            return false;
+        };
+        report.entries.clear();
+        report.state = ReportState::Unknown(state);
         true
     }
 

@@ -51,6 +51,9 @@ pub struct FaultRule {
     /// named).
     #[serde(default)]
     pub operation: Option<String>,
+    /// Only requests signed for this Region (their credential scope), e.g. "eu-west-1"; None = every Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub fault: Fault,
     /// Share of matching requests affected, 0.0..=1.0. Deterministic: the rule counts the requests it matches and
     /// takes them at a fixed stride (0.5 = exactly every other one) whose phase depends only on the dataset seed.
@@ -202,12 +205,18 @@ impl Fault {
 impl FaultRule {
     /// A rule for every operation and every request, forever; narrow it with the `on`/`with_*` methods.
     pub fn new(fault: Fault) -> FaultRule {
-        FaultRule { operation: None, fault, share: 1.0, limit: None }
+        FaultRule { operation: None, region: None, fault, share: 1.0, limit: None }
     }
 
     /// Only requests of this action, e.g. "DescribeImageUsageReportEntries".
     pub fn on(mut self, operation: &str) -> FaultRule {
         self.operation = Some(operation.to_string());
+        self
+    }
+
+    /// Only requests signed for this Region: one slow or failing Region beside healthy ones.
+    pub fn in_region(mut self, region: &str) -> FaultRule {
+        self.region = Some(region.to_string());
         self
     }
 
@@ -239,12 +248,13 @@ impl FaultRule {
     }
 
     /// A rule for every operation covers every EC2 operation; STS's only get the faults of rules that name them.
-    fn matches(&self, action: &str, service: Service) -> bool {
+    fn matches(&self, action: &str, service: Service, region: &str) -> bool {
         let named = match self.operation.as_deref() {
             None => service == Service::Ec2,
             Some(op) => op == action,
         };
-        self.limit != Some(0) && named && self.fault.fits(action)
+        let here = self.region.as_deref().is_none_or(|r| r == region);
+        self.limit != Some(0) && named && here && self.fault.fits(action)
     }
 }
 
@@ -314,12 +324,12 @@ impl FaultSet {
     /// Picks the faults for one request: the sum of the latencies of every rule that takes it, and the first other
     /// rule that takes it. Latency and refusals are spent here; faults that need the answer are spent by `execute`,
     /// only if they apply to it.
-    fn select(&mut self, action: &str, service: Service) -> (Duration, Option<Chosen>) {
+    fn select(&mut self, action: &str, service: Service, region: &str) -> (Duration, Option<Chosen>) {
         let mut delay = Duration::ZERO;
         let mut chosen: Option<Chosen> = None;
         let mut spent: Vec<u64> = Vec::new();
         for active in &mut self.rules {
-            if !active.rule.matches(action, service) {
+            if !active.rule.matches(action, service, region) {
                 continue;
             }
             let n = active.seen;
@@ -419,7 +429,7 @@ pub(crate) fn plan(state: &mut State, params: &Params, scope: Option<&Credential
     let caller = state.caller(scope);
     let service = Service::of(params, &caller);
     state.count_request(&action, &caller);
-    let (delay, fault) = state.faults.select(&action, service);
+    let (delay, fault) = state.faults.select(&action, service, &caller.region);
     Plan { action, caller, service, delay, fault }
 }
 
