@@ -335,6 +335,71 @@ fn iam_policies_allow_every_call_the_code_makes() {
     assert!(other.is_empty(), "README.md's IAM section names {other:?}, which no policy of deploy/iam allows");
 }
 
+/// The roles in the examples are those deploy/iam sets up: the exporter's role in the monitoring
+/// account (the IRSA annotation), and `ami-usage-reports` in each AMI-owning account.
+fn owner_roles() -> BTreeSet<String> {
+    let policy = json(&root().join("deploy/iam/assume-role-policy.json"));
+    let roles: BTreeSet<String> = policy["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["Resource"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    assert!(!roles.is_empty(), "assume-role-policy.json lists no role");
+    roles
+}
+
+/// config/example.yml's commented examples of a target (discovery, a role) are valid when written
+/// out, and its `role_arn` is a role of an AMI-owning account, not the exporter's own role.
+#[test]
+fn example_config_target_options_validate_and_name_an_owner_role() {
+    let text = read(&root().join("config/example.yml"));
+    let targets = text.find("\ntargets:\n").expect("config/example.yml has targets") + 1;
+    let is_key = |rest: &str| {
+        let rest = rest.trim_start();
+        let key_len = rest.find(':').unwrap_or(0);
+        key_len > 0
+            && rest[..key_len].chars().all(|c| c.is_ascii_alphanumeric() || "_-\"".contains(c))
+            && rest[..1].chars().all(|c| c.is_ascii_lowercase() || c == '"')
+            && rest[key_len + 1..].chars().next().is_none_or(|c| c == ' ')
+    };
+    let mut uncommented = text[..targets].to_owned();
+    let mut written_out = Vec::new();
+    for line in text[targets..].lines() {
+        let indent = line.len() - line.trim_start().len();
+        match line.trim_start().strip_prefix("# ") {
+            Some(rest) if is_key(rest) => {
+                written_out.push(rest.trim_start().split(':').next().unwrap_or_default().to_owned());
+                uncommented.push_str(&format!("{}{rest}\n", &line[..indent]));
+            }
+            _ => uncommented.push_str(&format!("{line}\n")),
+        }
+    }
+    for key in ["discover", "owners", "filters", "refresh_interval", "role_arn", "external_id", "session_name"] {
+        assert!(
+            written_out.iter().any(|k| k == key),
+            "config/example.yml: no commented example of {key} ({written_out:?})"
+        );
+    }
+    let config = Config::from_yaml(&uncommented).unwrap_or_else(|(field, reason)| {
+        panic!("config/example.yml with its examples written out: {field}: {reason}\n{uncommented}")
+    });
+    let role = config.targets[0].role_arn.as_ref().expect("the example target has a role_arn").as_str().to_owned();
+    let owner_roles = owner_roles();
+    assert!(
+        owner_roles.contains(&role),
+        "config/example.yml: role_arn {role} is not a role of an AMI-owning account (deploy/iam/assume-role-policy.json: {owner_roles:?})"
+    );
+    let trust = json(&root().join("deploy/iam/trust-policy-cross-account.json"));
+    let external_id = trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"].as_str();
+    assert_eq!(
+        config.targets[0].external_id.as_deref(),
+        external_id,
+        "config/example.yml: external_id of the trust policy"
+    );
+}
+
 #[test]
 fn iam_policies_are_well_formed() {
     let files = files_with_extension(&root().join("deploy/iam"), &["json"]);
@@ -524,6 +589,38 @@ fn configmap_holds_a_valid_exporter_config() {
     let text = str_at(&configmap, &["data", key], &file);
     if let Err((field, reason)) = Config::from_yaml(text) {
         panic!("{file}: data.{key} is not a valid exporter configuration: {field}: {reason}");
+    }
+}
+
+/// The ConfigMap's comment says how a change gets applied: SIGHUP or POST /-/reload (which needs
+/// `--web.enable-lifecycle`), the kubelet's delay, and a reload sidecar or a rollout restart. The
+/// mount is a directory, because the kubelet never updates a subPath mount.
+#[test]
+fn configmap_says_how_a_change_is_applied() {
+    let path = root().join("deploy/kubernetes/configmap.yaml");
+    let comment: String = read(&path)
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for words in [
+        "SIGHUP",
+        "POST",
+        "/-/reload",
+        "--web.enable-lifecycle",
+        "403 \"Lifecycle API is not enabled.\"",
+        "kubelet",
+        "delay",
+        "reload sidecar",
+        "`kubectl rollout restart deployment/ami-usage-exporter`",
+    ] {
+        assert!(comment.contains(words), "deploy/kubernetes/configmap.yaml: the comment does not mention {words:?}");
+    }
+    let (deployment, dfile) = manifest("deployment.yaml");
+    let containers = seq_at(&deployment, &["spec", "template", "spec", "containers"], &dfile);
+    for mount in containers.iter().flat_map(|c| seq_at(c, &["volumeMounts"], &dfile)) {
+        assert!(mount.get("subPath").is_none(), "{dfile}: a subPath mount is never updated by the kubelet");
     }
 }
 
