@@ -99,10 +99,12 @@ impl ReloadWaiter {
 
 /// Runs the exporter until SIGTERM or SIGINT.
 pub async fn run(cli: Cli) -> Result<(), AppError> {
-    let config = Config::load(&cli.config_file)?;
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
-    }
+    run_on(cli, None).await
+}
+
+/// Binds every `--web.listen-address` and logs each bound address (`listening`); port 0 becomes
+/// the port the system picked.
+pub async fn bind(cli: &Cli) -> Result<Vec<TcpListener>, AppError> {
     let mut listeners = Vec::new();
     for text in &cli.listen_addresses {
         let address = parse_listen_address(text).map_err(AppError::ListenAddress)?;
@@ -111,6 +113,20 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         tracing::info!(address = %bound, telemetry_path = %cli.telemetry_path, version = crate::VERSION_LINE, "listening");
         listeners.push(listener);
     }
+    Ok(listeners)
+}
+
+/// Like `run`, serving on `listeners` from `bind` when given (the demo binds first, to print the
+/// bound addresses), else on the flags' addresses, bound after the configuration is loaded.
+pub async fn run_on(cli: Cli, listeners: Option<Vec<TcpListener>>) -> Result<(), AppError> {
+    let config = Config::load(&cli.config_file)?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let listeners = match listeners {
+        Some(listeners) => listeners,
+        None => bind(&cli).await?,
+    };
 
     let metrics = SelfMetrics::new(VERSION, REVISION, !cli.disable_exporter_metrics)?;
     let shared = aws::shared_config(&config.aws).await;

@@ -231,17 +231,173 @@ fn allowed_actions(file: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Each policy allows what the exporter calls in its mode (`--check-permissions` checks the same
-/// actions): reading only, or also creating, tagging and deleting the superseded reports it made.
-#[test]
-fn iam_policies_allow_the_calls_of_their_mode() {
-    let reads = ["ec2:DescribeImageUsageReports", "ec2:DescribeImageUsageReportEntries"];
-    let read_only = allowed_actions("read-only-policy.json");
-    assert_eq!(read_only, reads.iter().map(|a| a.to_string()).collect(), "read-only-policy.json");
-    let managing = allowed_actions("report-managing-policy.json");
-    for action in reads.iter().chain(&["ec2:CreateImageUsageReport", "ec2:CreateTags", "ec2:DeleteImageUsageReport"]) {
-        assert!(managing.contains(*action), "report-managing-policy.json does not allow {action}");
+/// `snake_case` to `PascalCase`: an SDK method's name to its API action's.
+fn pascal_case(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The sources of the exporter (src/, recursively), whitespace removed, so that a call chain split
+/// over lines (`self\n.client\n.describe_images()`) reads as one.
+fn sources_without_whitespace() -> String {
+    let files = files_with_extension(&root().join("src"), &["rs"]);
+    assert!(files.len() >= 10, "expected the exporter's sources, found {files:?}");
+    files.iter().map(|f| read(f)).collect::<String>().chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// The EC2 actions the exporter calls: every `client.<operation>(` in src/, as `ec2:Operation`.
+fn called_actions() -> BTreeSet<String> {
+    let code = sources_without_whitespace();
+    let mut actions = BTreeSet::new();
+    for (start, _) in code.match_indices("client.") {
+        let rest = &code[start + "client.".len()..];
+        let len = rest.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(rest.len());
+        let (method, after) = rest.split_at(len);
+        if after.starts_with('(')
+            && ["describe_", "create_", "delete_", "modify_"].iter().any(|v| method.starts_with(v))
+        {
+            actions.insert(format!("ec2:{}", pascal_case(method)));
+        }
     }
+    actions
+}
+
+/// The actions `--check-permissions` checks: the action names in `check_permissions` of src/ec2.rs.
+fn preflight_actions() -> BTreeSet<String> {
+    let code = read(&root().join("src/ec2.rs"));
+    let start = code.find("pub async fn check_permissions(").expect("src/ec2.rs has check_permissions");
+    let body = &code[start..];
+    let body = &body[..body.find("\n    }\n").expect("check_permissions ends")];
+    body.split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.len() > 1 && s.starts_with(|c: char| c.is_ascii_uppercase()) && s.chars().all(|c| c.is_ascii_alphabetic())
+        })
+        .map(|s| format!("ec2:{s}"))
+        .collect()
+}
+
+/// The policies allow every EC2 action the code calls, each in the mode that needs it, and
+/// `--check-permissions` checks exactly those actions. Reading (the `Describe` calls, discovery's
+/// DescribeImages included) is in both policies; creating, tagging on creation and deleting only in
+/// the report-managing one.
+#[test]
+fn iam_policies_allow_every_call_the_code_makes() {
+    let called = called_actions();
+    for action in [
+        "ec2:DescribeImageUsageReports",
+        "ec2:DescribeImageUsageReportEntries",
+        "ec2:DescribeImages",
+        "ec2:CreateImageUsageReport",
+        "ec2:DeleteImageUsageReport",
+    ] {
+        assert!(called.contains(action), "the scan of src/ did not find {action} (found {called:?}); fix the scan");
+    }
+    assert_eq!(preflight_actions(), called, "--check-permissions (src/ec2.rs) must check every action the code calls");
+
+    let reads: BTreeSet<String> = called.iter().filter(|a| a.starts_with("ec2:Describe")).cloned().collect();
+    assert_eq!(allowed_actions("read-only-policy.json"), reads, "read-only-policy.json: exactly the reading calls");
+    let managing = allowed_actions("report-managing-policy.json");
+    let mut needed = called.clone();
+    // Reports are tagged in the CreateImageUsageReport call (TagSpecifications): that needs CreateTags.
+    if sources_without_whitespace().contains("TagSpecification::builder()") {
+        needed.insert("ec2:CreateTags".to_owned());
+    }
+    let missing: Vec<&String> = needed.iter().filter(|a| !managing.contains(*a)).collect();
+    assert!(missing.is_empty(), "report-managing-policy.json does not allow {missing:?}");
+    let unused: Vec<&String> = managing.iter().filter(|a| !needed.contains(*a)).collect();
+    assert!(unused.is_empty(), "report-managing-policy.json allows {unused:?}, which the code never needs");
+
+    // Targets with role_arn assume a role: the exporter's role must be allowed to.
+    if sources_without_whitespace().contains("AssumeRoleProvider::builder(") {
+        assert!(allowed_actions("assume-role-policy.json").contains("sts:AssumeRole"), "assume-role-policy.json");
+    }
+
+    // The README's IAM section names the same actions.
+    let section = readme_section("## IAM").join("\n");
+    let named: BTreeSet<String> = section
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+        .filter(|w| w.starts_with("ec2:") && w.len() > 4 && w[4..].starts_with(|c: char| c.is_ascii_uppercase()))
+        .map(str::to_owned)
+        .collect();
+    let policies: BTreeSet<String> = managing.union(&allowed_actions("read-only-policy.json")).cloned().collect();
+    let unnamed: Vec<&String> = policies.difference(&named).collect();
+    assert!(unnamed.is_empty(), "README.md's IAM section does not name {unnamed:?}");
+    // Not actions: a condition key, and the managed policies' `ec2:Describe*`.
+    let other: Vec<&String> =
+        named.difference(&policies).filter(|w| !["ec2:CreateAction", "ec2:Describe"].contains(&w.as_str())).collect();
+    assert!(other.is_empty(), "README.md's IAM section names {other:?}, which no policy of deploy/iam allows");
+}
+
+/// The roles in the examples are those deploy/iam sets up: the exporter's role in the monitoring
+/// account (the IRSA annotation), and `ami-usage-reports` in each AMI-owning account.
+fn owner_roles() -> BTreeSet<String> {
+    let policy = json(&root().join("deploy/iam/assume-role-policy.json"));
+    let roles: BTreeSet<String> = policy["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["Resource"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    assert!(!roles.is_empty(), "assume-role-policy.json lists no role");
+    roles
+}
+
+/// config/example.yml's commented examples of a target (discovery, a role) are valid when written
+/// out, and its `role_arn` is a role of an AMI-owning account, not the exporter's own role.
+#[test]
+fn example_config_target_options_validate_and_name_an_owner_role() {
+    let text = read(&root().join("config/example.yml"));
+    let targets = text.find("\ntargets:\n").expect("config/example.yml has targets") + 1;
+    let is_key = |rest: &str| {
+        let rest = rest.trim_start();
+        let key_len = rest.find(':').unwrap_or(0);
+        key_len > 0
+            && rest[..key_len].chars().all(|c| c.is_ascii_alphanumeric() || "_-\"".contains(c))
+            && rest[..1].chars().all(|c| c.is_ascii_lowercase() || c == '"')
+            && rest[key_len + 1..].chars().next().is_none_or(|c| c == ' ')
+    };
+    let mut uncommented = text[..targets].to_owned();
+    let mut written_out = Vec::new();
+    for line in text[targets..].lines() {
+        let indent = line.len() - line.trim_start().len();
+        match line.trim_start().strip_prefix("# ") {
+            Some(rest) if is_key(rest) => {
+                written_out.push(rest.trim_start().split(':').next().unwrap_or_default().to_owned());
+                uncommented.push_str(&format!("{}{rest}\n", &line[..indent]));
+            }
+            _ => uncommented.push_str(&format!("{line}\n")),
+        }
+    }
+    for key in ["discover", "owners", "filters", "refresh_interval", "role_arn", "external_id", "session_name"] {
+        assert!(
+            written_out.iter().any(|k| k == key),
+            "config/example.yml: no commented example of {key} ({written_out:?})"
+        );
+    }
+    let config = Config::from_yaml(&uncommented).unwrap_or_else(|(field, reason)| {
+        panic!("config/example.yml with its examples written out: {field}: {reason}\n{uncommented}")
+    });
+    let role = config.targets[0].role_arn.as_ref().expect("the example target has a role_arn").as_str().to_owned();
+    let owner_roles = owner_roles();
+    assert!(
+        owner_roles.contains(&role),
+        "config/example.yml: role_arn {role} is not a role of an AMI-owning account (deploy/iam/assume-role-policy.json: {owner_roles:?})"
+    );
+    let trust = json(&root().join("deploy/iam/trust-policy-cross-account.json"));
+    let external_id = trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"].as_str();
+    assert_eq!(
+        config.targets[0].external_id.as_deref(),
+        external_id,
+        "config/example.yml: external_id of the trust policy"
+    );
 }
 
 #[test]
@@ -433,6 +589,38 @@ fn configmap_holds_a_valid_exporter_config() {
     let text = str_at(&configmap, &["data", key], &file);
     if let Err((field, reason)) = Config::from_yaml(text) {
         panic!("{file}: data.{key} is not a valid exporter configuration: {field}: {reason}");
+    }
+}
+
+/// The ConfigMap's comment says how a change gets applied: SIGHUP or POST /-/reload (which needs
+/// `--web.enable-lifecycle`), the kubelet's delay, and a reload sidecar or a rollout restart. The
+/// mount is a directory, because the kubelet never updates a subPath mount.
+#[test]
+fn configmap_says_how_a_change_is_applied() {
+    let path = root().join("deploy/kubernetes/configmap.yaml");
+    let comment: String = read(&path)
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for words in [
+        "SIGHUP",
+        "POST",
+        "/-/reload",
+        "--web.enable-lifecycle",
+        "403 \"Lifecycle API is not enabled.\"",
+        "kubelet",
+        "delay",
+        "reload sidecar",
+        "`kubectl rollout restart deployment/ami-usage-exporter`",
+    ] {
+        assert!(comment.contains(words), "deploy/kubernetes/configmap.yaml: the comment does not mention {words:?}");
+    }
+    let (deployment, dfile) = manifest("deployment.yaml");
+    let containers = seq_at(&deployment, &["spec", "template", "spec", "containers"], &dfile);
+    for mount in containers.iter().flat_map(|c| seq_at(c, &["volumeMounts"], &dfile)) {
+        assert!(mount.get("subPath").is_none(), "{dfile}: a subPath mount is never updated by the kubelet");
     }
 }
 

@@ -175,3 +175,17 @@ fn binary_announces_its_address_and_stops_on_sigterm() {
     let _ = child.wait();
     panic!("ec2-sim did not stop on SIGTERM");
 }
+
+/// The README's `cargo run -p ec2-sim -- --help`: the binary describes its options and exits 0,
+/// without starting a server.
+#[test]
+fn the_binary_help_lists_its_options() {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_ec2-sim")).arg("--help").stdin(Stdio::null()).output().expect("run ec2-sim");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Usage: ec2-sim"), "{stdout}");
+    for option in ["--listen", "--seed", "--images", "--accounts", "--pending-for", "--role", "--fault", "--version"] {
+        assert!(stdout.contains(option), "--help does not describe {option}:\n{stdout}");
+    }
+}

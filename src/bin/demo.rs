@@ -7,7 +7,7 @@
 //! hour, so the first poll also shows the report lifecycle: new reports are requested, stay
 //! pending for 20 seconds, and then replace the old figures.
 
-use std::net::TcpListener as StdListener;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdListener};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -78,8 +78,10 @@ async fn demo(mut cli: Cli, listener: StdListener, endpoint: String) -> ExitCode
     tokio::spawn(async move { server.serve(listener, async move { stopped.cancelled().await }).await });
 
     let images: Vec<String> = sim.image_ids().iter().map(|i| format!("      - {i}\n")).collect();
+    // The simulator answers in microseconds: a call that takes seconds is hung, and must end well
+    // within the 10 s between polls (attempt_timeout may not exceed operation_timeout).
     let config = format!(
-        "# Written by ami-usage-demo.\npoll_interval: 10s\naws:\n  operation_timeout: 5s\nreports:\n  max_age: 1h\ntargets:\n  - region: us-east-1\n    images:\n{}",
+        "# Written by ami-usage-demo.\npoll_interval: 10s\naws:\n  attempt_timeout: 2s\n  operation_timeout: 5s\nreports:\n  max_age: 1h\ntargets:\n  - region: us-east-1\n    images:\n{}",
         images.concat()
     );
     let path = std::env::temp_dir().join(format!("ami-usage-demo-{}.yml", std::process::id()));
@@ -88,17 +90,31 @@ async fn demo(mut cli: Cli, listener: StdListener, endpoint: String) -> ExitCode
         return ExitCode::FAILURE;
     }
     cli.config_file = path.clone();
-    let web = cli.listen_addresses.first().map_or_else(String::new, |a| a.replace("0.0.0.0", "127.0.0.1"));
+    // Bound before printing, so that the addresses printed are the real ones, port 0 included.
+    let listeners = match app::bind(&cli).await {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            eprintln!("{error}");
+            stop_sim.cancel();
+            let _ = std::fs::remove_file(&path);
+            return ExitCode::FAILURE;
+        }
+    };
+    let web: Vec<String> =
+        listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| reachable(a).to_string()).collect();
+    let urls: Vec<String> = web.iter().map(|a| format!("http://{a}{}", cli.telemetry_path)).collect();
+    let targets: Vec<String> = web.iter().map(|a| format!("'{a}'")).collect();
     println!(
         "ami-usage-demo: EC2 simulator at {endpoint} with {} images; exporter config in {}\n\
-         Metrics:    http://{web}{path}\n\
-         Prometheus: scrape_configs: [{{job_name: ami-usage, static_configs: [{{targets: ['{web}']}}]}}]\n\
+         Metrics:    {}\n\
+         Prometheus: scrape_configs: [{{job_name: ami-usage, static_configs: [{{targets: [{}]}}]}}]\n\
          Reports are refreshed on the first poll and become available after 20 s. Ctrl-C stops.",
         sim.image_ids().len(),
         cli.config_file.display(),
-        path = cli.telemetry_path,
+        urls.join(" "),
+        targets.join(", "),
     );
-    let outcome = app::run(cli).await;
+    let outcome = app::run_on(cli, Some(listeners)).await;
     stop_sim.cancel();
     let _ = std::fs::remove_file(&path);
     match outcome {
@@ -108,4 +124,14 @@ async fn demo(mut cli: Cli, listener: StdListener, endpoint: String) -> ExitCode
             ExitCode::FAILURE
         }
     }
+}
+
+/// The address to connect to: a wildcard listener is reached on loopback.
+fn reachable(mut address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => address.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => address.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    address
 }
