@@ -700,6 +700,56 @@ mod tests {
         assert_eq!(waiting.await.expect("joins"), Some(Err("targets: bad".into())), "applied and reported");
     }
 
+    /// A target with no images, so that a poll makes no call: what happens around the poll is
+    /// what is under test.
+    fn idle_target(metrics: &crate::metrics::SelfMetrics) -> (Arc<crate::config::Config>, crate::poller::TargetPoller) {
+        let config = crate::config::Config::from_yaml("poll_interval: 1s\ntargets:\n  - region: us-east-1\n    images: [ami-12345678]\n")
+            .expect("valid");
+        let sdk = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        let api = crate::ec2::Ec2Reports::new(aws_sdk_ec2::Client::from_conf(sdk), "us-east-1", metrics.api.clone(), 1, 5);
+        let target = crate::poller::RegionTarget {
+            region: "us-east-1".into(),
+            owner: None,
+            key: "us-east-1 ".into(),
+            api,
+            images: Vec::new(),
+            report_ids: Vec::new(),
+            discovery: None,
+        };
+        let poller = crate::poller::Poller::new(&config, vec![target], metrics.clone());
+        (Arc::new(config), poller.into_targets().pop().expect("one target"))
+    }
+
+    #[tokio::test]
+    async fn after_a_panic_the_target_starts_clean_and_the_previous_data_stays() {
+        let metrics = crate::metrics::SelfMetrics::new("0", "r", false).expect("metrics");
+        let (config, mut target) = idle_target(&metrics);
+        target.panic_next_poll();
+        let (results, mut polled) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = super::TargetTask {
+            generation: 0,
+            config,
+            metrics: metrics.clone(),
+            permits: Arc::new(tokio::sync::Semaphore::new(1)),
+            results,
+            stop: stop.clone(),
+        };
+        let running = tokio::spawn(task.run(target));
+        let first = polled.recv().await.expect("the panicked poll is reported");
+        assert!(first.images.is_none(), "the previous images stay");
+        assert_eq!(metrics.poll_panics.get(), 1);
+        let second = tokio::time::timeout(Duration::from_secs(5), polled.recv()).await.expect("polls on").expect("a poll");
+        assert!(second.images.is_some(), "the next poll runs normally");
+        stop.cancel();
+        let target = running.await.expect("the task ends");
+        assert!(target.memory_is_clean(), "nothing of the half-done poll is kept");
+    }
+
     #[tokio::test]
     async fn a_panicking_poll_becomes_an_error() {
         let outcome = guarded(async {

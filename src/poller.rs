@@ -150,6 +150,9 @@ pub struct TargetPoller {
     strings: Arc<Interner>,
     /// The last status of each image, served again when a later poll of the image fails.
     last: HashMap<String, ImageStatus>,
+    /// Makes the next poll panic half-way, for the tests of what follows a panic.
+    #[cfg(test)]
+    panic_next: bool,
 }
 
 /// The outcome of listing a target's reports.
@@ -208,6 +211,8 @@ impl Poller {
                 cache: HashMap::new(),
                 strings: Arc::clone(&strings),
                 last: HashMap::new(),
+                #[cfg(test)]
+                panic_next: false,
             })
             .collect();
         Self { targets, max_concurrent_targets: config.aws.max_concurrent_targets.get() as usize }
@@ -305,6 +310,16 @@ impl TargetPoller {
         self.last = images.into_iter().map(|i| (i.image_id.to_string(), i)).collect();
     }
 
+    #[cfg(test)]
+    pub(crate) fn panic_next_poll(&mut self) {
+        self.panic_next = true;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn memory_is_clean(&self) -> bool {
+        self.memory.seen_errors.is_empty() && self.memory.chains.is_empty() && self.cache.is_empty()
+    }
+
     /// Gives the target a new client (after the credentials changed), keeping all state.
     pub fn replace_client(&mut self, api: Ec2Reports) {
         self.target.api = api;
@@ -315,6 +330,12 @@ impl TargetPoller {
         let started = Instant::now();
         self.metrics.polls.inc();
         let mut stats = PollStats::default();
+        #[cfg(test)]
+        if std::mem::take(&mut self.panic_next) {
+            // Half-way through: some memory written, the rest not.
+            self.memory.seen_errors.insert("amiur-halfway".to_owned());
+            panic!("injected panic half-way through a poll");
+        }
         let images = self.poll_images(now, &mut stats).await;
         let serving: HashSet<&str> =
             images.iter().filter_map(|s| s.report.as_ref()).map(|r| r.report_id.as_str()).collect();
@@ -373,7 +394,10 @@ impl TargetPoller {
         stats.reports_deleted += self.delete_superseded(&listing, &decisions, now).await;
 
         self.note_throttling(&errors, now);
-        stats.credentials_failed |= errors.iter().any(|e| e.code == crate::aws::CREDENTIALS_ERROR);
+        // Missing or rejected credentials: a rebuilt chain may find new ones (a rotated key, a
+        // refreshed token file).
+        stats.credentials_failed |=
+            errors.iter().any(|e| e.code == crate::aws::CREDENTIALS_ERROR || e.code == "AuthFailure");
 
         let mut statuses = Vec::with_capacity(decisions.len() + listing.failed.len());
         for (image, decision) in decisions {

@@ -302,3 +302,41 @@ async fn labelled_counters_start_at_zero() {
     let deletes = [("aws_region", "us-east-1"), ("operation", "DeleteImageUsageReport")];
     assert_eq!(e.value("ami_usage_api_requests_total", &deletes), Some(0.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_pending_past_the_timeout_is_logged_and_counted_once() {
+    let running = simulator(2, 4, Duration::from_secs(3600)).await;
+    let sim = &running.sim;
+    let config = config_for(&sim.image_ids(), "poll_interval: 1s\nreports:\n  max_age: 1h\n  pending_timeout: 2s");
+    let exporter = Exporter::start(&config, &running.endpoint_url());
+    let e = exporter
+        .scrape_until(WAIT, "stuck reports", |e| e.sum("ami_usage_reports_stuck_total", &[]) >= 2.0)
+        .await;
+    let after = polls(&e) + 3.0;
+    let e = exporter.scrape_until(WAIT, "three more polls", |e| polls(e) >= after).await;
+    assert_eq!(e.sum("ami_usage_reports_stuck_total", &[]), 2.0, "each stuck report counted once");
+    assert_eq!(exporter.log().matches("still pending after reports.pending_timeout").count(), 2, "and logged once");
+    assert_eq!(e.metric("ami_usage_pending_report_creation_timestamp_seconds").len(), 2);
+    assert_eq!(scraped_usage(&e), truth(sim).0, "the previous reports keep serving");
+    assert_eq!(served(sim, CREATE), 2, "no second request while one is pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_are_visible_and_recover_without_restart() {
+    let running = simulator(2, 4, Duration::from_secs(60)).await;
+    let sim = &running.sim;
+    sim.add_fault(FaultRule::new(Fault::AuthFailure).with_limit(3));
+    let config = config_for(&sim.image_ids(), "poll_interval: 1s\nreports:\n  create: false");
+    let exporter = Exporter::start(&config, &running.endpoint_url());
+    let e = exporter
+        .scrape_until(WAIT, "the rejection", |e| e.sum("ami_usage_api_errors_total", &[("code", "AuthFailure")]) >= 1.0)
+        .await;
+    assert!(sim.image_ids().iter().any(|i| e.value("ami_usage_image_poll_success", &[("image_id", i)]) == Some(0.0)));
+    let e = exporter
+        .scrape_until(WAIT, "recovery", |e| {
+            sim.image_ids().iter().all(|i| e.value("ami_usage_image_poll_success", &[("image_id", i)]) == Some(1.0))
+        })
+        .await;
+    assert_eq!(scraped_usage(&e), truth(sim).0);
+    assert_eq!(e.sum("ami_usage_api_errors_total", &[("code", "AuthFailure")]), 3.0);
+}
