@@ -703,14 +703,17 @@ mod tests {
     /// A target with no images, so that a poll makes no call: what happens around the poll is
     /// what is under test.
     fn idle_target(metrics: &crate::metrics::SelfMetrics) -> (Arc<crate::config::Config>, crate::poller::TargetPoller) {
-        let config = crate::config::Config::from_yaml("poll_interval: 1s\ntargets:\n  - region: us-east-1\n    images: [ami-12345678]\n")
-            .expect("valid");
+        let config = crate::config::Config::from_yaml(
+            "poll_interval: 1s\ntargets:\n  - region: us-east-1\n    images: [ami-12345678]\n",
+        )
+        .expect("valid");
         let sdk = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url("http://127.0.0.1:9")
             .build();
-        let api = crate::ec2::Ec2Reports::new(aws_sdk_ec2::Client::from_conf(sdk), "us-east-1", metrics.api.clone(), 1, 5);
+        let api =
+            crate::ec2::Ec2Reports::new(aws_sdk_ec2::Client::from_conf(sdk), "us-east-1", metrics.api.clone(), 1, 5);
         let target = crate::poller::RegionTarget {
             region: "us-east-1".into(),
             owner: None,
@@ -743,7 +746,8 @@ mod tests {
         let first = polled.recv().await.expect("the panicked poll is reported");
         assert!(first.images.is_none(), "the previous images stay");
         assert_eq!(metrics.poll_panics.get(), 1);
-        let second = tokio::time::timeout(Duration::from_secs(5), polled.recv()).await.expect("polls on").expect("a poll");
+        let second =
+            tokio::time::timeout(Duration::from_secs(5), polled.recv()).await.expect("polls on").expect("a poll");
         assert!(second.images.is_some(), "the next poll runs normally");
         stop.cancel();
         let target = running.await.expect("the task ends");

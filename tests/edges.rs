@@ -309,9 +309,7 @@ async fn a_report_pending_past_the_timeout_is_logged_and_counted_once() {
     let sim = &running.sim;
     let config = config_for(&sim.image_ids(), "poll_interval: 1s\nreports:\n  max_age: 1h\n  pending_timeout: 2s");
     let exporter = Exporter::start(&config, &running.endpoint_url());
-    let e = exporter
-        .scrape_until(WAIT, "stuck reports", |e| e.sum("ami_usage_reports_stuck_total", &[]) >= 2.0)
-        .await;
+    let e = exporter.scrape_until(WAIT, "stuck reports", |e| e.sum("ami_usage_reports_stuck_total", &[]) >= 2.0).await;
     let after = polls(&e) + 3.0;
     let e = exporter.scrape_until(WAIT, "three more polls", |e| polls(e) >= after).await;
     assert_eq!(e.sum("ami_usage_reports_stuck_total", &[]), 2.0, "each stuck report counted once");
