@@ -258,12 +258,14 @@ async fn answer(
     parts: &Parts,
     body: Incoming,
 ) -> Response<Chunks> {
-    let mut permit = match &state.requests {
-        Some(limit) => match Arc::clone(limit).try_acquire_owned() {
+    // A reload may wait for the poll loop; it must never hold a slot that scrapes need. The
+    // reload queue and the connection limit bound these requests instead.
+    let _permit = match &state.requests {
+        Some(limit) if needs_request_slot(parts.uri.path()) => match Arc::clone(limit).try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "Too many concurrent requests\n"),
         },
-        None => None,
+        _ => None,
     };
     // Our routes take no body; read and drop a small one so keep-alive stays usable. A large one
     // is cut off, and hyper closes the connection instead of reading it.
@@ -277,12 +279,13 @@ async fn answer(
         refused.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(web_config::WWW_AUTHENTICATE));
         return refused;
     }
-    if parts.uri.path() == "/-/reload" {
-        // A reload may wait for the poll loop; it must not hold a slot that scrapes need. The
-        // reload queue bounds these requests instead.
-        permit.take();
-    }
     route(state, &parts.method, parts.uri.path(), &parts.headers).await
+}
+
+/// Whether a request to `path` takes one of the `--web.max-requests` slots: every one but a
+/// reload, which may wait for the poll loop.
+fn needs_request_slot(path: &str) -> bool {
+    path != "/-/reload"
 }
 
 /// Accepts connections on one listener and hands them to the server loop.
@@ -471,6 +474,14 @@ mod tests {
         let failed = route(&s, &Method::PUT, "/-/reload", &HeaderMap::new()).await;
         assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(body_of(failed).await.contains("targets: bad"));
+    }
+
+    #[test]
+    fn a_reload_takes_no_request_slot() {
+        assert!(!needs_request_slot("/-/reload"));
+        for path in ["/metrics", "/", "/-/ready", "/-/healthy", "/nope"] {
+            assert!(needs_request_slot(path), "{path}");
+        }
     }
 
     #[tokio::test]

@@ -98,7 +98,7 @@ async fn superseded_own_reports_are_deleted_and_other_reports_stay() {
         let config = config_for(&images, "poll_interval: 1s\nreports:\n  max_age: 2s");
         if pin.is_empty() { config } else { format!("{config}    report_ids: [{pin}]\n") }
     };
-    let exporter = Exporter::start(&churn(""), &running.endpoint_url());
+    let exporter = Exporter::start_with(&churn(""), &running.endpoint_url(), &["--web.enable-lifecycle"]);
     let e = exporter
         .scrape_until(WAIT, "the exporter's reports to serve", |e| {
             let own: BTreeSet<String> = sim.reports().into_iter().filter(ours).map(|r| r.id).collect();

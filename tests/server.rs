@@ -140,18 +140,38 @@ async fn requests_above_the_limit_get_503() {
         &running.sim.image_ids(),
         "poll_interval: 1s\naws:\n  attempt_timeout: 20s\n  operation_timeout: 20s\n  max_attempts: 1",
     );
-    let exporter = Exporter::start_with(&config, &running.endpoint_url(), &["--web.max-requests=1"]);
+    let exporter =
+        Exporter::start_with(&config, &running.endpoint_url(), &["--web.max-requests=1", "--web.enable-lifecycle"]);
     exporter.wait_ready().await;
-    // A hung poll makes a reload request wait, holding the only request slot.
-    running.sim.add_fault(FaultRule::new(Fault::Latency { millis: 15_000 }));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let addr = exporter.addr;
-    let reload = tokio::spawn(async move { common::http_post(addr, "/-/reload").await });
+    // A request whose body never comes holds the only request slot while it is read.
+    let mut slow = tokio::net::TcpStream::connect(exporter.addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut slow,
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+    )
+    .await
+    .expect("write");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = exporter.get("/metrics").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("Too many concurrent requests"));
-    reload.abort();
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A reload holds no slot, and a hung poll does not hold the reload up: the target's task is
+    // stopped and started anew.
+    running.sim.add_fault(FaultRule::new(Fault::Latency { millis: 15_000 }));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let changed = config.replace("poll_interval: 1s", "poll_interval: 2s");
+    std::fs::write(exporter.config_path(), changed).expect("write");
+    let addr = exporter.addr;
+    let started = std::time::Instant::now();
+    let reload = tokio::spawn(async move { common::http_post(addr, "/-/reload").await });
+    let (status, body) = exporter.get("/metrics").await;
+    assert_eq!(status, 200, "a scrape beside the reload: {body}");
+    let (status, body) = reload.await.expect("joins");
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the reload did not wait for the hung poll");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
