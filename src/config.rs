@@ -27,6 +27,11 @@ const MAX_VERSION_DEPTH: u32 = 10_000;
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// Intervals below this are allowed (tests, demos) but make no sense against a daily report.
 pub const SHORT_POLL_WARNING: Duration = Duration::from_secs(60);
+/// The largest configuration file read, in bytes: 1 MiB, all that a Kubernetes ConfigMap
+/// holds, and room for tens of thousands of image IDs. A larger file is refused before it is
+/// read (by its size, and by a read that stops one byte past the limit, for a pipe or a file
+/// whose size is not known in advance). Applies to the web configuration file too.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -407,9 +412,51 @@ impl<'de> Deserialize<'de> for AccountFilter {
     }
 }
 
+/// Reads a file the exporter is configured by, refusing one over [`MAX_FILE_BYTES`] before
+/// reading it all: by its size when it has one, and by reading at most one byte more.
+pub fn read_limited(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read as _;
+    let too_large = |size: String| {
+        ReadError::Invalid(
+            "(file)".into(),
+            format!("{size} bytes, over the limit of {MAX_FILE_BYTES} (1 MiB, what a Kubernetes ConfigMap holds)"),
+        )
+    };
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let metadata = file.metadata().map_err(ReadError::Io)?;
+    if metadata.is_file() && metadata.len() > MAX_FILE_BYTES as u64 {
+        return Err(too_large(metadata.len().to_string()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(too_large(format!("more than {MAX_FILE_BYTES}")));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ReadError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+    })
+}
+
+/// Why [`read_limited`] returned no text.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// It was refused: (field, reason), as from [`parse_yaml`].
+    Invalid(String, String),
+}
+
 /// Parses YAML into `T`; an error names the field it is about, as `(field path, reason)`.
-/// Shared by every file the exporter reads, so they all report mistakes the same way.
+/// Shared by every file the exporter reads, so they all report mistakes the same way, and all
+/// have the same limits: at most [`MAX_FILE_BYTES`], nesting at most
+/// [`MAX_DEPTH`](crate::yaml_scan::MAX_DEPTH) deep and at most
+/// [`MAX_NODES`](crate::yaml_scan::MAX_NODES) values once aliases are expanded, checked by a
+/// linear pass before serde starts.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(("(file)".into(), format!("{} bytes, over the limit of {MAX_FILE_BYTES} (1 MiB)", text.len())));
+    }
+    crate::yaml_scan::check(text)?;
     let deserializer = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -457,8 +504,12 @@ impl Discovery {
 impl Config {
     /// Reads and validates the file; every error names the file and the field.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_yaml(&text).map_err(|(field, message)| ConfigError::Invalid { path: path.into(), field, message })
+        let invalid = |(field, message)| ConfigError::Invalid { path: path.into(), field, message };
+        let text = read_limited(path).map_err(|e| match e {
+            ReadError::Io(source) => ConfigError::Read { path: path.into(), source },
+            ReadError::Invalid(field, message) => invalid((field, message)),
+        })?;
+        Self::from_yaml(&text).map_err(invalid)
     }
 
     /// Parses and validates YAML text; the error is (field path, reason).
@@ -794,5 +845,56 @@ targets:
         assert!(msg.contains("nonzero") || msg.contains("zero"), "{msg}");
         let (f, _) = error_of(&with_target("aws:\n  retry_mode: reckless"));
         assert_eq!(f, "aws.retry_mode");
+    }
+
+    #[test]
+    fn files_over_a_mebibyte_are_refused_before_they_are_read() {
+        let dir = std::env::temp_dir().join(format!("ami-usage-config-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("big.yml");
+        let fits = with_target("");
+        let padding = "#".repeat(MAX_FILE_BYTES - fits.len() - 1);
+        std::fs::write(&path, format!("{fits}{padding}\n")).expect("write");
+        assert!(Config::load(&path).is_ok(), "exactly 1 MiB is allowed");
+        std::fs::write(&path, format!("{fits}{padding}\n\n")).expect("write");
+        let error = Config::load(&path).expect_err("one byte over").to_string();
+        assert!(
+            error.ends_with(
+                "big.yml: (file): 1048577 bytes, over the limit of 1048576 (1 MiB, what a Kubernetes ConfigMap holds)"
+            ),
+            "{error}"
+        );
+        // A device, like a pipe, has no size: the read itself stops one byte past the limit.
+        let error = Config::load(Path::new("/dev/zero")).expect_err("endless").to_string();
+        assert!(error.contains("(file): more than 1048576 bytes"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (field, message) = error_of(&format!("{fits}{padding}\n\n"));
+        assert_eq!(field, "(file)");
+        assert!(message.contains("over the limit of 1048576"), "{message}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_by_the_first_pass() {
+        let (field, message) = error_of(&"[".repeat(400_000));
+        assert_eq!(field, "[0]".repeat(crate::yaml_scan::MAX_DEPTH));
+        assert!(message.contains("nested more than 32 levels deep at line 1 column 33"), "{message}");
+        let (field, message) = error_of(&with_target(&format!("accounts:\n  expected: {}", "[".repeat(40))));
+        assert!(field.starts_with("accounts.expected[0][0]"), "{field}");
+        assert!(message.ends_with("line 2 column 43"), "{message}");
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_by_the_first_pass() {
+        let accounts: String = (0..1000).map(|i| format!("    - '{:012}'\n", 100_000_000_000u64 + i)).collect();
+        let images: String = (0..20_000).map(|i| format!("    ami-{i:017x}: *a\n")).collect();
+        let bomb = with_target(&format!("accounts:\n  expected: &a\n{accounts}  expected_per_image:\n{images}"));
+        let (field, message) = error_of(&bomb);
+        // 1007 values before the first entry, 1002 in each: the 1046th is one too many.
+        assert_eq!(field, "accounts.expected_per_image.ami-00000000000000415");
+        assert!(message.starts_with("alias *a: more than 1048576 values"), "{message}");
+        assert!(message.ends_with("at line 2049 column 28"), "{message}");
+        // A few aliases are fine.
+        let few = with_target("accounts:\n  expected: &a ['111122223333']\n  expected_per_image: {ami-12345678: *a}");
+        assert!(Config::from_yaml(&few).is_ok());
     }
 }

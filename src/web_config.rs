@@ -53,6 +53,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::config::ReadError;
+
 /// The challenge sent with every 401.
 pub const WWW_AUTHENTICATE: &str = "Basic realm=\"ami-usage-exporter\"";
 /// How often, at most, the files are checked for changes.
@@ -248,9 +250,14 @@ impl WebConfig {
     fn attempt(path: &Path) -> (Watched, Result<Self, WebConfigError>) {
         let dir = path.parent().map(Path::to_owned).unwrap_or_default();
         let mut files = Files { dir, read: vec![(path.to_owned(), Stamp::of(path))] };
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::config::read_limited(path) {
             Ok(text) => text,
-            Err(source) => return (files.read, Err(WebConfigError::Read { path: path.to_owned(), source })),
+            Err(ReadError::Io(source)) => {
+                return (files.read, Err(WebConfigError::Read { path: path.to_owned(), source }));
+            }
+            Err(ReadError::Invalid(field, message)) => {
+                return (files.read, Err(WebConfigError::Invalid { path: path.to_owned(), field, message }));
+            }
         };
         let result = Self::parse(&text, &mut files);
         (
@@ -986,6 +993,23 @@ mod tests {
             assert_eq!(got_field, field, "{yaml}\n{got_message}");
             assert!(got_message.contains(message), "{yaml}\nexpected {message:?} in {got_message:?}");
         }
+    }
+
+    #[test]
+    fn the_configuration_file_limits_apply_here_too() {
+        let dir = TestDir::new();
+        let padding = "#".repeat(crate::config::MAX_FILE_BYTES);
+        let path = dir.write("web.yml", &format!("{padding}\n"));
+        let error = WebConfig::load(&path).expect_err("too large").to_string();
+        assert!(
+            error.ends_with(
+                "web.yml: (file): 1048577 bytes, over the limit of 1048576 (1 MiB, what a Kubernetes ConfigMap holds)"
+            ),
+            "{error}"
+        );
+        let (field, message) = mistake(&dir, &format!("http_server_config:\n  headers: {}", "[".repeat(400_000)));
+        assert!(field.starts_with("http_server_config.headers[0]"), "{field}");
+        assert!(message.contains("nested more than 32 levels deep"), "{message}");
     }
 
     #[test]
