@@ -32,6 +32,13 @@ pub const SHORT_POLL_WARNING: Duration = Duration::from_secs(60);
 /// read (by its size, and by a read that stops one byte past the limit, for a pipe or a file
 /// whose size is not known in advance). Applies to the web configuration file too.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// Most image IDs in one target's `images`, and most report IDs in its `report_ids`. Each 200
+/// of them are a Describe call per poll (and each image a report to keep fresh), so 10,000 are
+/// 50 calls per list per poll under EC2's per-account throttling; and they fit in the 1 MiB file.
+pub const MAX_IDS_PER_TARGET: usize = 10_000;
+/// The largest `aws.page_size`: the most `MaxResults` that EC2's Describe calls take. (The
+/// smallest is 1; DescribeImages, which needs at least 5, is sent at least 5.)
+pub const MAX_PAGE_SIZE: u32 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -104,7 +111,7 @@ pub struct Cardinality {
 pub struct AwsSettings {
     /// AWS calls in flight at once, per Region. EC2 throttles per account, Region and action.
     pub max_concurrent_requests: NonZeroU32,
-    /// `MaxResults` of every Describe call.
+    /// `MaxResults` of every Describe call, 1 to [`MAX_PAGE_SIZE`].
     pub page_size: NonZeroU32,
     pub connect_timeout: PositiveDuration,
     /// One HTTP attempt; a slow attempt is abandoned and retried.
@@ -501,6 +508,27 @@ impl Discovery {
     }
 }
 
+/// At most [`MAX_IDS_PER_TARGET`] IDs, each listed once; the error names the list or the repeat.
+fn unique_ids<'a>(
+    field: &str,
+    ids: impl ExactSizeIterator<Item = &'a str>,
+    what: &str,
+) -> Result<(), (String, String)> {
+    if ids.len() > MAX_IDS_PER_TARGET {
+        return Err((
+            field.to_owned(),
+            format!("{} {what} listed; at most {MAX_IDS_PER_TARGET} per target", ids.len()),
+        ));
+    }
+    let mut first = std::collections::HashMap::with_capacity(ids.len());
+    for (j, id) in ids.enumerate() {
+        if let Some(earlier) = first.insert(id, j) {
+            return Err((format!("{field}[{j}]"), format!("{id} is listed twice (first at {field}[{earlier}])")));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads and validates the file; every error names the file and the field.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -528,6 +556,12 @@ impl Config {
         if a.attempt_timeout > a.operation_timeout {
             return err("aws.attempt_timeout".into(), "must not exceed aws.operation_timeout");
         }
+        if a.page_size.get() > MAX_PAGE_SIZE {
+            return err(
+                "aws.page_size".into(),
+                &format!("{} is over {MAX_PAGE_SIZE}, the most MaxResults EC2 takes", a.page_size),
+            );
+        }
         let mut seen = BTreeSet::new();
         for (i, target) in self.targets.iter().enumerate() {
             if !seen.insert((target.region.as_str(), target.role_arn.as_ref().map(RoleArn::as_str))) {
@@ -539,6 +573,12 @@ impl Config {
                     ),
                 );
             }
+            unique_ids(&format!("targets[{i}].images"), target.images.iter().map(ImageId::as_str), "images")?;
+            unique_ids(
+                &format!("targets[{i}].report_ids"),
+                target.report_ids.iter().map(ReportId::as_str),
+                "report IDs",
+            )?;
             if target.images.is_empty() && target.report_ids.is_empty() && target.discover.is_none() {
                 return err(format!("targets[{i}]"), "lists no images, report_ids or discover");
             }
@@ -847,6 +887,13 @@ targets:
         assert_eq!(f, "aws.retry_mode");
     }
 
+    /// A file of `n` image IDs in one target, written one a line as an operator would.
+    fn images_yaml(n: usize, field: &str) -> String {
+        let prefix = if field == "images" { "ami-" } else { "amiur-" };
+        let ids: String = (0..n).map(|i| format!("      - {prefix}{i:08x}\n")).collect();
+        format!("targets:\n  - region: us-east-1\n    {field}:\n{ids}")
+    }
+
     #[test]
     fn files_over_a_mebibyte_are_refused_before_they_are_read() {
         let dir = std::env::temp_dir().join(format!("ami-usage-config-limit-{}", std::process::id()));
@@ -896,5 +943,35 @@ targets:
         // A few aliases are fine.
         let few = with_target("accounts:\n  expected: &a ['111122223333']\n  expected_per_image: {ami-12345678: *a}");
         assert!(Config::from_yaml(&few).is_ok());
+    }
+
+    #[test]
+    fn image_and_report_lists_are_limited_and_unique() {
+        for field in ["images", "report_ids"] {
+            assert!(Config::from_yaml(&images_yaml(MAX_IDS_PER_TARGET, field)).is_ok(), "{field}");
+            let (f, message) = error_of(&images_yaml(MAX_IDS_PER_TARGET + 1, field));
+            assert_eq!(f, format!("targets[0].{field}"));
+            assert!(message.contains("10001") && message.contains("at most 10000 per target"), "{message}");
+        }
+        let twice = "targets:\n  - region: us-east-1\n    images: [ami-12345678, ami-87654321, ami-12345678]\n";
+        let (field, message) = error_of(twice);
+        assert_eq!(field, "targets[0].images[2]");
+        assert_eq!(message, "ami-12345678 is listed twice (first at targets[0].images[0])");
+        let twice = "targets:\n  - region: us-east-1\n    images: [ami-12345678]\n  - region: eu-west-1\n    \
+                     report_ids: [amiur-00b877d192f6b02d0, amiur-00b877d192f6b02d0]\n";
+        assert_eq!(error_of(twice).0, "targets[1].report_ids[1]");
+        let apart = "targets:\n  - region: us-east-1\n    images: [ami-12345678]\n  - region: eu-west-1\n    images: [ami-12345678]\n";
+        assert!(Config::from_yaml(apart).is_ok(), "the same ID in two Regions is two images");
+    }
+
+    #[test]
+    fn page_size_is_at_most_what_ec2_takes() {
+        for ok in [1, 5, 1000] {
+            let c = Config::from_yaml(&with_target(&format!("aws:\n  page_size: {ok}"))).expect("valid");
+            assert_eq!(c.aws.page_size.get(), ok);
+        }
+        let (field, message) = error_of(&with_target("aws:\n  page_size: 1001"));
+        assert_eq!(field, "aws.page_size");
+        assert_eq!(message, "1001 is over 1000, the most MaxResults EC2 takes");
     }
 }
