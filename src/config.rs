@@ -474,12 +474,20 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (Stri
             p if p.ends_with('.') => format!("{p}\"\""),
             _ => path,
         };
+        let location = e.inner().location();
         let message = e.into_inner().to_string();
         // yaml_serde may start its message with a (shorter) path of its own; say it once.
-        let message = match message.split_once(": ") {
+        let mut message = match message.split_once(": ") {
             Some((head, rest)) if field.starts_with(head) => rest.to_owned(),
             _ => message,
         };
+        // yaml_serde leaves out the position when it is the very start of the file (an
+        // unknown key on the first line, say); every other error has one, so this one too.
+        if let Some(at) = location.filter(|l| l.line() == 1 && l.column() == 1)
+            && !message.contains(" at line ")
+        {
+            message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
+        }
         (field, message)
     })
 }
@@ -973,5 +981,28 @@ targets:
         let (field, message) = error_of(&with_target("aws:\n  page_size: 1001"));
         assert_eq!(field, "aws.page_size");
         assert_eq!(message, "1001 is over 1000, the most MaxResults EC2 takes");
+    }
+
+    #[test]
+    fn unknown_keys_carry_their_line() {
+        // On the first line (where yaml_serde leaves the position out), further down, nested.
+        for (yaml, field, at) in [
+            (with_target("bogus: 1"), "bogus", "at line 1 column 1"),
+            (format!("{}bogus: 1\n", with_target("")), "bogus", "at line 5 column 1"),
+            (with_target("aws:\n  page_sizee: 3"), "aws.page_sizee", "at line 2 column 3"),
+            (
+                "targets:\n  - region: us-east-1\n    image: [ami-12345678]\n".into(),
+                "targets[0].image",
+                "at line 3 column 5",
+            ),
+        ] {
+            let (f, message) = error_of(&yaml);
+            assert_eq!(f, field, "{yaml}");
+            assert!(
+                message.starts_with(&format!("unknown field `{}`", field.rsplit('.').next().unwrap_or(field))),
+                "{message}"
+            );
+            assert!(message.ends_with(at), "{yaml}: {message}");
+        }
     }
 }

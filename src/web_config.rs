@@ -1010,6 +1010,9 @@ mod tests {
         let (field, message) = mistake(&dir, &format!("http_server_config:\n  headers: {}", "[".repeat(400_000)));
         assert!(field.starts_with("http_server_config.headers[0]"), "{field}");
         assert!(message.contains("nested more than 32 levels deep"), "{message}");
+        let (field, message) = mistake(&dir, "nope: 1");
+        assert_eq!(field, "nope");
+        assert!(message.ends_with("at line 1 column 1"), "{message}");
     }
 
     #[test]
