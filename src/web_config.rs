@@ -61,6 +61,12 @@ pub const WWW_AUTHENTICATE: &str = "Basic realm=\"ami-usage-exporter\"";
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// bcrypt verifications running at once; more wait (bounding the CPU a password guesser gets).
 pub const MAX_CONCURRENT_BCRYPT: usize = 2;
+/// The highest bcrypt cost accepted. A verification takes 0.13 s at cost 10 (what the toolkit's
+/// documentation uses) and 2 s at cost 14 on a 2-core machine (release build), doubling with
+/// each step. A hash at the highest cost in the file is made at load (the one unknown users
+/// are checked against), so cost 31 would stall start-up for days; and every scrape with new
+/// credentials pays a verification.
+pub const MAX_BCRYPT_COST: u32 = 14;
 /// Successful verifications remembered; the cache is emptied when it fills up.
 const AUTH_CACHE_CAPACITY: usize = 256;
 /// The headers the toolkit lets a web configuration set, with their allowed values (empty:
@@ -291,8 +297,19 @@ impl WebConfig {
             let parts: bcrypt::HashParts = hash.parse().map_err(|e| {
                 (field.clone(), format!("not a bcrypt hash ({e}); make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'"))
             })?;
-            if !(4..=31).contains(&parts.get_cost()) {
-                return fail(field, format!("bcrypt cost {} is outside 4..31", parts.get_cost()));
+            let cost = parts.get_cost();
+            if cost < 4 {
+                return fail(field, format!("bcrypt cost {cost} is below 4, the least bcrypt defines"));
+            }
+            if cost > MAX_BCRYPT_COST {
+                return fail(
+                    field,
+                    format!(
+                        "bcrypt cost {cost} is above {MAX_BCRYPT_COST}: a check takes about 2 s of CPU at cost \
+                         {MAX_BCRYPT_COST} and twice as long for each step above, at start-up and on every new \
+                         login; use cost 10 (htpasswd -nBC 10)"
+                    ),
+                );
             }
             max_cost = max_cost.max(parts.get_cost());
         }
@@ -993,6 +1010,26 @@ mod tests {
             assert_eq!(got_field, field, "{yaml}\n{got_message}");
             assert!(got_message.contains(message), "{yaml}\nexpected {message:?} in {got_message:?}");
         }
+    }
+
+    #[test]
+    fn costly_bcrypt_hashes_are_refused_at_load_with_the_user_named() {
+        let dir = TestDir::new();
+        let cheap = hash("pw");
+        let at = |cost: &str| cheap.replacen("$04$", &format!("${cost}$"), 1);
+        for cost in ["15", "31", "99"] {
+            let started = Instant::now();
+            let yaml = format!("basic_auth_users:\n  alice: \"{cheap}\"\n  mallory: \"{}\"\n", at(cost));
+            let (field, message) = mistake(&dir, &yaml);
+            assert_eq!(field, "basic_auth_users.mallory");
+            assert!(message.starts_with(&format!("bcrypt cost {cost} is above 14")), "{message}");
+            assert!(started.elapsed() < Duration::from_secs(1), "refused without hashing at cost {cost}");
+        }
+        let (field, message) = mistake(&dir, &format!("basic_auth_users:\n  bob: \"{}\"\n", at("03")));
+        assert_eq!(field, "basic_auth_users.bob");
+        assert!(message.contains("below 4"), "{message}");
+        let config = WebConfig::from_yaml(&format!("basic_auth_users:\n  alice: \"{}\"\n", at("05")), &dir.0);
+        assert!(config.is_ok(), "a cost within bounds loads");
     }
 
     #[test]
