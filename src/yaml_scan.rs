@@ -23,11 +23,12 @@ use libyaml_rs as sys;
 pub const MAX_DEPTH: usize = 32;
 
 /// Most values (scalars, mappings and sequences, an alias counting as all it repeats) in one
-/// file: 1,048,576, one per byte of the largest file read ([`crate::config::MAX_FILE_BYTES`]).
-/// Every value takes at least about a byte to write, so no file without aliases comes near it:
-/// aliases may save typing, but not make a configuration larger than one written out in full
-/// would be allowed to be.
-pub const MAX_NODES: u64 = crate::config::MAX_FILE_BYTES as u64;
+/// file. The shortest values a configuration takes in numbers are AMI IDs in a flow list, 13
+/// bytes each, so a file of the largest size written out in full holds at most about 80,000:
+/// 250,000 is three times that, reached only through aliases or values no field takes (a
+/// 1 MiB file of `{a,a,a,...}` is a million). It also bounds yaml_serde's work: every value is
+/// an event it keeps in memory (about 130 bytes each) and, for an alias, replays.
+pub const MAX_NODES: u64 = 250_000;
 
 /// Longest map key shown in a field path; longer ones are cut (keys can be 1,024 characters).
 const MAX_KEY_SHOWN: usize = 40;
@@ -153,9 +154,7 @@ impl Scan {
     fn count(&mut self, values: u64) -> Result<(), String> {
         self.nodes = self.nodes.saturating_add(values);
         if self.nodes > MAX_NODES {
-            return Err(format!(
-                "more than {MAX_NODES} values once aliases are expanded (an alias counts as all it repeats)"
-            ));
+            return Err(format!("more than {MAX_NODES} values, an alias counting as all it repeats"));
         }
         Ok(())
     }
@@ -358,11 +357,13 @@ mod tests {
         assert_eq!(check(&format!("x: &a {list}\ny: [{aliases}]\n")), Ok(()));
         let (field, message) = refused(&format!("x: &a {list}\ny: [{aliases}, *a]\n"));
         assert_eq!(field, format!("y[{fits}]"));
-        assert!(message.starts_with("alias *a: more than 1048576 values"), "{message}");
+        assert!(message.starts_with("alias *a: more than 250000 values"), "{message}");
         assert!(message.ends_with(&format!("line 2 column {}", 5 + 4 * fits)), "{message}");
         let (field, message) = refused("targets: &t [*t]\n");
         assert_eq!(field, "targets[0]");
         assert!(message.contains("inside the node it repeats"), "{message}");
+        let tiny = format!("x: {{{}}}\n", vec!["a"; MAX_NODES as usize / 2].join(","));
+        assert!(refused(&tiny).1.starts_with("more than 250000 values"), "no alias needed");
         let nested = format!("a: &a {}{}\nb: [[*a]]\n", "[".repeat(31), "]".repeat(31));
         assert!(refused(&nested).1.contains("alias *a nests"));
     }
