@@ -154,7 +154,7 @@ impl Scan {
     fn count(&mut self, values: u64) -> Result<(), String> {
         self.nodes = self.nodes.saturating_add(values);
         if self.nodes > MAX_NODES {
-            return Err(format!("more than {MAX_NODES} values, an alias counting as all it repeats"));
+            return Err(format!("more than {MAX_NODES} values (an alias counting as all it repeats)"));
         }
         Ok(())
     }
