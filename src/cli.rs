@@ -1,6 +1,6 @@
 //! Command-line flags, named as every Prometheus exporter names them.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,8 +26,9 @@ pub struct Cli {
     #[arg(long = "check-permissions")]
     pub check_permissions: bool,
 
-    /// Address to listen on for the web interface and telemetry, e.g. `:10264` or
-    /// `127.0.0.1:10264`; repeat the flag to listen on several.
+    /// Address to listen on for the web interface and telemetry, e.g. `:10264`,
+    /// `127.0.0.1:10264` or `localhost:10264` (a name listens on its first IPv4 address, else
+    /// its first, as in Go); repeat the flag to listen on several.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN_ADDRESS, value_parser = parse_listen_address_str, action = clap::ArgAction::Append)]
     pub listen_addresses: Vec<String>,
 
@@ -84,12 +85,44 @@ pub enum LogFormat {
     Json,
 }
 
-/// Accepts Go-style `:port` (all interfaces) as Prometheus exporters do, or `host:port`.
+/// Accepts Go-style `:port` (all IPv4 interfaces) as Prometheus exporters do, an address
+/// (`127.0.0.1:10264`, `[::1]:10264`), or a host name and port (`localhost:10264`), resolved
+/// at start-up. A name with several addresses listens on one of them, as Go's `net.Listen`
+/// does: the first IPv4 address, else the first; repeat the flag to listen on others too.
 pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
-    full.parse().map_err(|_| {
-        format!("{s:?} is not an address like :{DEFAULT_PORT}, 127.0.0.1:{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}")
-    })
+    let bad = || {
+        format!(
+            "{s:?} is not an address like :{DEFAULT_PORT}, 127.0.0.1:{DEFAULT_PORT}, [::1]:{DEFAULT_PORT} or \
+             localhost:{DEFAULT_PORT}"
+        )
+    };
+    if let Some(port) = s.strip_prefix(':') {
+        return port.parse().map(|port| SocketAddr::from(([0, 0, 0, 0], port))).map_err(|_| bad());
+    }
+    if let Ok(address) = s.parse() {
+        return Ok(address);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    // Only what a host name can be, so that a typo is not sent to the resolver.
+    let name = host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !name {
+        return Err(bad());
+    }
+    let addresses: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| format!("{s:?}: cannot resolve {host:?}: {e}"))?.collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: {host:?} resolves to no address"))
 }
 
 fn parse_listen_address_str(s: &str) -> Result<String, String> {
@@ -159,5 +192,34 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--web.telemetry-path=/"]).is_err());
         assert!(Cli::try_parse_from(["x", "--log.format=xml"]).is_err());
         assert_eq!(parse_listen_address("[::1]:80"), Ok("[::1]:80".parse().expect("addr")));
+    }
+
+    #[test]
+    fn listen_addresses_take_host_names() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(parse_listen_address("localhost:10264"), Ok(addr("127.0.0.1:10264")), "from /etc/hosts");
+        assert_eq!(parse_listen_address(":0"), Ok(addr("0.0.0.0:0")));
+        assert_eq!(parse_listen_address("1.2.3.4:80"), Ok(addr("1.2.3.4:80")));
+        assert_eq!(parse_listen_address("[::1]:80"), Ok(addr("[::1]:80")));
+        let cli = Cli::try_parse_from(["x", "--web.listen-address=localhost:10264"]).expect("a name is accepted");
+        assert_eq!(cli.listen_addresses, ["localhost:10264"], "kept as written");
+        for bad in [
+            "localhost",
+            "localhost:",
+            "localhost:http",
+            "localhost:65536",
+            ":",
+            ":x",
+            "::1:80",
+            "[::1:80",
+            "bad name:80",
+            "-x:80",
+            "a..b:80",
+            ":10264:",
+        ] {
+            let error = parse_listen_address(bad).expect_err(bad);
+            assert!(error.contains("is not an address like") && error.contains("localhost:10264"), "{bad}: {error}");
+            assert!(Cli::try_parse_from(["x", &format!("--web.listen-address={bad}")]).is_err(), "{bad}");
+        }
     }
 }

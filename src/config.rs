@@ -27,6 +27,18 @@ const MAX_VERSION_DEPTH: u32 = 10_000;
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// Intervals below this are allowed (tests, demos) but make no sense against a daily report.
 pub const SHORT_POLL_WARNING: Duration = Duration::from_secs(60);
+/// The largest configuration file read, in bytes: 1 MiB, all that a Kubernetes ConfigMap
+/// holds, and room for tens of thousands of image IDs. A larger file is refused before it is
+/// read (by its size, and by a read that stops one byte past the limit, for a pipe or a file
+/// whose size is not known in advance). Applies to the web configuration file too.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// Most image IDs in one target's `images`, and most report IDs in its `report_ids`. Each 200
+/// of them are a Describe call per poll (and each image a report to keep fresh), so 10,000 are
+/// 50 calls per list per poll under EC2's per-account throttling; and they fit in the 1 MiB file.
+pub const MAX_IDS_PER_TARGET: usize = 10_000;
+/// The largest `aws.page_size`: the most `MaxResults` that EC2's Describe calls take. (The
+/// smallest is 1; DescribeImages, which needs at least 5, is sent at least 5.)
+pub const MAX_PAGE_SIZE: u32 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -102,7 +114,7 @@ pub struct AwsSettings {
     /// Targets (Regions of owner accounts) polled at once. Each is polled on its own schedule,
     /// so a slow Region never holds back another; this bounds the work in flight.
     pub max_concurrent_targets: NonZeroU32,
-    /// `MaxResults` of every Describe call.
+    /// `MaxResults` of every Describe call, 1 to [`MAX_PAGE_SIZE`].
     pub page_size: NonZeroU32,
     pub connect_timeout: PositiveDuration,
     /// One HTTP attempt; a slow attempt is abandoned and retried.
@@ -411,9 +423,51 @@ impl<'de> Deserialize<'de> for AccountFilter {
     }
 }
 
+/// Reads a file the exporter is configured by, refusing one over [`MAX_FILE_BYTES`] before
+/// reading it all: by its size when it has one, and by reading at most one byte more.
+pub fn read_limited(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read as _;
+    let too_large = |size: String| {
+        ReadError::Invalid(
+            "(file)".into(),
+            format!("{size} bytes, over the limit of {MAX_FILE_BYTES} (1 MiB, what a Kubernetes ConfigMap holds)"),
+        )
+    };
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let metadata = file.metadata().map_err(ReadError::Io)?;
+    if metadata.is_file() && metadata.len() > MAX_FILE_BYTES as u64 {
+        return Err(too_large(metadata.len().to_string()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(too_large(format!("more than {MAX_FILE_BYTES}")));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ReadError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+    })
+}
+
+/// Why [`read_limited`] returned no text.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// It was refused: (field, reason), as from [`parse_yaml`].
+    Invalid(String, String),
+}
+
 /// Parses YAML into `T`; an error names the field it is about, as `(field path, reason)`.
-/// Shared by every file the exporter reads, so they all report mistakes the same way.
+/// Shared by every file the exporter reads, so they all report mistakes the same way, and all
+/// have the same limits: at most [`MAX_FILE_BYTES`], nesting at most
+/// [`MAX_DEPTH`](crate::yaml_scan::MAX_DEPTH) deep and at most
+/// [`MAX_NODES`](crate::yaml_scan::MAX_NODES) values once aliases are expanded, checked by a
+/// linear pass before serde starts.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(("(file)".into(), format!("{} bytes, over the limit of {MAX_FILE_BYTES} (1 MiB)", text.len())));
+    }
+    crate::yaml_scan::check(text)?;
     let deserializer = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -424,12 +478,20 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (Stri
             p if p.ends_with('.') => format!("{p}\"\""),
             _ => path,
         };
+        let location = e.inner().location();
         let message = e.into_inner().to_string();
         // yaml_serde may start its message with a (shorter) path of its own; say it once.
-        let message = match message.split_once(": ") {
+        let mut message = match message.split_once(": ") {
             Some((head, rest)) if field.starts_with(head) => rest.to_owned(),
             _ => message,
         };
+        // yaml_serde leaves out the position when it is the very start of the file (an
+        // unknown key on the first line, say); every other error has one, so this one too.
+        if let Some(at) = location.filter(|l| l.line() == 1 && l.column() == 1)
+            && !message.contains(" at line ")
+        {
+            message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
+        }
         (field, message)
     })
 }
@@ -458,11 +520,36 @@ impl Discovery {
     }
 }
 
+/// At most [`MAX_IDS_PER_TARGET`] IDs, each listed once; the error names the list or the repeat.
+fn unique_ids<'a>(
+    field: &str,
+    ids: impl ExactSizeIterator<Item = &'a str>,
+    what: &str,
+) -> Result<(), (String, String)> {
+    if ids.len() > MAX_IDS_PER_TARGET {
+        return Err((
+            field.to_owned(),
+            format!("{} {what} listed; at most {MAX_IDS_PER_TARGET} per target", ids.len()),
+        ));
+    }
+    let mut first = std::collections::HashMap::with_capacity(ids.len());
+    for (j, id) in ids.enumerate() {
+        if let Some(earlier) = first.insert(id, j) {
+            return Err((format!("{field}[{j}]"), format!("{id} is listed twice (first at {field}[{earlier}])")));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads and validates the file; every error names the file and the field.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_yaml(&text).map_err(|(field, message)| ConfigError::Invalid { path: path.into(), field, message })
+        let invalid = |(field, message)| ConfigError::Invalid { path: path.into(), field, message };
+        let text = read_limited(path).map_err(|e| match e {
+            ReadError::Io(source) => ConfigError::Read { path: path.into(), source },
+            ReadError::Invalid(field, message) => invalid((field, message)),
+        })?;
+        Self::from_yaml(&text).map_err(invalid)
     }
 
     /// Parses and validates YAML text; the error is (field path, reason).
@@ -481,6 +568,12 @@ impl Config {
         if a.attempt_timeout > a.operation_timeout {
             return err("aws.attempt_timeout".into(), "must not exceed aws.operation_timeout");
         }
+        if a.page_size.get() > MAX_PAGE_SIZE {
+            return err(
+                "aws.page_size".into(),
+                &format!("{} is over {MAX_PAGE_SIZE}, the most MaxResults EC2 takes", a.page_size),
+            );
+        }
         let mut seen = BTreeSet::new();
         for (i, target) in self.targets.iter().enumerate() {
             if !seen.insert((target.region.as_str(), target.role_arn.as_ref().map(RoleArn::as_str))) {
@@ -492,6 +585,12 @@ impl Config {
                     ),
                 );
             }
+            unique_ids(&format!("targets[{i}].images"), target.images.iter().map(ImageId::as_str), "images")?;
+            unique_ids(
+                &format!("targets[{i}].report_ids"),
+                target.report_ids.iter().map(ReportId::as_str),
+                "report IDs",
+            )?;
             if target.images.is_empty() && target.report_ids.is_empty() && target.discover.is_none() {
                 return err(format!("targets[{i}]"), "lists no images, report_ids or discover");
             }
@@ -798,5 +897,116 @@ targets:
         assert!(msg.contains("nonzero") || msg.contains("zero"), "{msg}");
         let (f, _) = error_of(&with_target("aws:\n  retry_mode: reckless"));
         assert_eq!(f, "aws.retry_mode");
+    }
+
+    /// A file of `n` image IDs in one target, written one a line as an operator would.
+    fn images_yaml(n: usize, field: &str) -> String {
+        let prefix = if field == "images" { "ami-" } else { "amiur-" };
+        let ids: String = (0..n).map(|i| format!("      - {prefix}{i:08x}\n")).collect();
+        format!("targets:\n  - region: us-east-1\n    {field}:\n{ids}")
+    }
+
+    #[test]
+    fn files_over_a_mebibyte_are_refused_before_they_are_read() {
+        let dir = std::env::temp_dir().join(format!("ami-usage-config-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("big.yml");
+        let fits = with_target("");
+        let padding = "#".repeat(MAX_FILE_BYTES - fits.len() - 1);
+        std::fs::write(&path, format!("{fits}{padding}\n")).expect("write");
+        assert!(Config::load(&path).is_ok(), "exactly 1 MiB is allowed");
+        std::fs::write(&path, format!("{fits}{padding}\n\n")).expect("write");
+        let error = Config::load(&path).expect_err("one byte over").to_string();
+        assert!(
+            error.ends_with(
+                "big.yml: (file): 1048577 bytes, over the limit of 1048576 (1 MiB, what a Kubernetes ConfigMap holds)"
+            ),
+            "{error}"
+        );
+        // A device, like a pipe, has no size: the read itself stops one byte past the limit.
+        let error = Config::load(Path::new("/dev/zero")).expect_err("endless").to_string();
+        assert!(error.contains("(file): more than 1048576 bytes"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (field, message) = error_of(&format!("{fits}{padding}\n\n"));
+        assert_eq!(field, "(file)");
+        assert!(message.contains("over the limit of 1048576"), "{message}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_by_the_first_pass() {
+        let (field, message) = error_of(&"[".repeat(400_000));
+        assert_eq!(field, "[0]".repeat(crate::yaml_scan::MAX_DEPTH));
+        assert!(message.contains("nested more than 32 levels deep at line 1 column 33"), "{message}");
+        let (field, message) = error_of(&with_target(&format!("accounts:\n  expected: {}", "[".repeat(40))));
+        assert!(field.starts_with("accounts.expected[0][0]"), "{field}");
+        assert!(message.ends_with("line 2 column 43"), "{message}");
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_by_the_first_pass() {
+        let accounts: String = (0..1000).map(|i| format!("    - '{:012}'\n", 100_000_000_000u64 + i)).collect();
+        let images: String = (0..20_000).map(|i| format!("    ami-{i:017x}: *a\n")).collect();
+        let bomb = with_target(&format!("accounts:\n  expected: &a\n{accounts}  expected_per_image:\n{images}"));
+        let (field, message) = error_of(&bomb);
+        // 1007 values before the first entry, 1002 in each: the 249th is one too many.
+        assert_eq!(field, "accounts.expected_per_image.ami-000000000000000f8");
+        assert!(message.starts_with("alias *a: more than 250000 values"), "{message}");
+        assert!(message.ends_with("at line 1252 column 28"), "{message}");
+        // A few aliases are fine.
+        let few = with_target("accounts:\n  expected: &a ['111122223333']\n  expected_per_image: {ami-12345678: *a}");
+        assert!(Config::from_yaml(&few).is_ok());
+    }
+
+    #[test]
+    fn image_and_report_lists_are_limited_and_unique() {
+        for field in ["images", "report_ids"] {
+            assert!(Config::from_yaml(&images_yaml(MAX_IDS_PER_TARGET, field)).is_ok(), "{field}");
+            let (f, message) = error_of(&images_yaml(MAX_IDS_PER_TARGET + 1, field));
+            assert_eq!(f, format!("targets[0].{field}"));
+            assert!(message.contains("10001") && message.contains("at most 10000 per target"), "{message}");
+        }
+        let twice = "targets:\n  - region: us-east-1\n    images: [ami-12345678, ami-87654321, ami-12345678]\n";
+        let (field, message) = error_of(twice);
+        assert_eq!(field, "targets[0].images[2]");
+        assert_eq!(message, "ami-12345678 is listed twice (first at targets[0].images[0])");
+        let twice = "targets:\n  - region: us-east-1\n    images: [ami-12345678]\n  - region: eu-west-1\n    \
+                     report_ids: [amiur-00b877d192f6b02d0, amiur-00b877d192f6b02d0]\n";
+        assert_eq!(error_of(twice).0, "targets[1].report_ids[1]");
+        let apart = "targets:\n  - region: us-east-1\n    images: [ami-12345678]\n  - region: eu-west-1\n    images: [ami-12345678]\n";
+        assert!(Config::from_yaml(apart).is_ok(), "the same ID in two Regions is two images");
+    }
+
+    #[test]
+    fn page_size_is_at_most_what_ec2_takes() {
+        for ok in [1, 5, 1000] {
+            let c = Config::from_yaml(&with_target(&format!("aws:\n  page_size: {ok}"))).expect("valid");
+            assert_eq!(c.aws.page_size.get(), ok);
+        }
+        let (field, message) = error_of(&with_target("aws:\n  page_size: 1001"));
+        assert_eq!(field, "aws.page_size");
+        assert_eq!(message, "1001 is over 1000, the most MaxResults EC2 takes");
+    }
+
+    #[test]
+    fn unknown_keys_carry_their_line() {
+        // On the first line (where yaml_serde leaves the position out), further down, nested.
+        for (yaml, field, at) in [
+            (with_target("bogus: 1"), "bogus", "at line 1 column 1"),
+            (format!("{}bogus: 1\n", with_target("")), "bogus", "at line 5 column 1"),
+            (with_target("aws:\n  page_sizee: 3"), "aws.page_sizee", "at line 2 column 3"),
+            (
+                "targets:\n  - region: us-east-1\n    image: [ami-12345678]\n".into(),
+                "targets[0].image",
+                "at line 3 column 5",
+            ),
+        ] {
+            let (f, message) = error_of(&yaml);
+            assert_eq!(f, field, "{yaml}");
+            assert!(
+                message.starts_with(&format!("unknown field `{}`", field.rsplit('.').next().unwrap_or(field))),
+                "{message}"
+            );
+            assert!(message.ends_with(at), "{yaml}: {message}");
+        }
     }
 }

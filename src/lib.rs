@@ -21,6 +21,7 @@ pub mod report;
 pub mod server;
 pub mod snapshot;
 pub mod web_config;
+pub mod yaml_scan;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("AMI_USAGE_REVISION");

@@ -53,12 +53,20 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::config::ReadError;
+
 /// The challenge sent with every 401.
 pub const WWW_AUTHENTICATE: &str = "Basic realm=\"ami-usage-exporter\"";
 /// How often, at most, the files are checked for changes.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// bcrypt verifications running at once; more wait (bounding the CPU a password guesser gets).
 pub const MAX_CONCURRENT_BCRYPT: usize = 2;
+/// The highest bcrypt cost accepted. A verification takes 0.13 s at cost 10 (what the toolkit's
+/// documentation uses) and 2 s at cost 14 on a 2-core machine (release build), doubling with
+/// each step. A hash at the highest cost in the file is made at load (the one unknown users
+/// are checked against), so cost 31 would stall start-up for days; and every scrape with new
+/// credentials pays a verification.
+pub const MAX_BCRYPT_COST: u32 = 14;
 /// Successful verifications remembered; the cache is emptied when it fills up.
 const AUTH_CACHE_CAPACITY: usize = 256;
 /// The headers the toolkit lets a web configuration set, with their allowed values (empty:
@@ -248,9 +256,14 @@ impl WebConfig {
     fn attempt(path: &Path) -> (Watched, Result<Self, WebConfigError>) {
         let dir = path.parent().map(Path::to_owned).unwrap_or_default();
         let mut files = Files { dir, read: vec![(path.to_owned(), Stamp::of(path))] };
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::config::read_limited(path) {
             Ok(text) => text,
-            Err(source) => return (files.read, Err(WebConfigError::Read { path: path.to_owned(), source })),
+            Err(ReadError::Io(source)) => {
+                return (files.read, Err(WebConfigError::Read { path: path.to_owned(), source }));
+            }
+            Err(ReadError::Invalid(field, message)) => {
+                return (files.read, Err(WebConfigError::Invalid { path: path.to_owned(), field, message }));
+            }
         };
         let result = Self::parse(&text, &mut files);
         (
@@ -284,8 +297,19 @@ impl WebConfig {
             let parts: bcrypt::HashParts = hash.parse().map_err(|e| {
                 (field.clone(), format!("not a bcrypt hash ({e}); make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'"))
             })?;
-            if !(4..=31).contains(&parts.get_cost()) {
-                return fail(field, format!("bcrypt cost {} is outside 4..31", parts.get_cost()));
+            let cost = parts.get_cost();
+            if cost < 4 {
+                return fail(field, format!("bcrypt cost {cost} is below 4, the least bcrypt defines"));
+            }
+            if cost > MAX_BCRYPT_COST {
+                return fail(
+                    field,
+                    format!(
+                        "bcrypt cost {cost} is above {MAX_BCRYPT_COST}: a check takes about 2 s of CPU at cost \
+                         {MAX_BCRYPT_COST} and twice as long for each step above, at start-up and on every new \
+                         login; use cost 10 (htpasswd -nBC 10)"
+                    ),
+                );
             }
             max_cost = max_cost.max(parts.get_cost());
         }
@@ -986,6 +1010,46 @@ mod tests {
             assert_eq!(got_field, field, "{yaml}\n{got_message}");
             assert!(got_message.contains(message), "{yaml}\nexpected {message:?} in {got_message:?}");
         }
+    }
+
+    #[test]
+    fn costly_bcrypt_hashes_are_refused_at_load_with_the_user_named() {
+        let dir = TestDir::new();
+        let cheap = hash("pw");
+        let at = |cost: &str| cheap.replacen("$04$", &format!("${cost}$"), 1);
+        for cost in ["15", "31", "99"] {
+            let started = Instant::now();
+            let yaml = format!("basic_auth_users:\n  alice: \"{cheap}\"\n  mallory: \"{}\"\n", at(cost));
+            let (field, message) = mistake(&dir, &yaml);
+            assert_eq!(field, "basic_auth_users.mallory");
+            assert!(message.starts_with(&format!("bcrypt cost {cost} is above 14")), "{message}");
+            assert!(started.elapsed() < Duration::from_secs(1), "refused without hashing at cost {cost}");
+        }
+        let (field, message) = mistake(&dir, &format!("basic_auth_users:\n  bob: \"{}\"\n", at("03")));
+        assert_eq!(field, "basic_auth_users.bob");
+        assert!(message.contains("below 4"), "{message}");
+        let config = WebConfig::from_yaml(&format!("basic_auth_users:\n  alice: \"{}\"\n", at("05")), &dir.0);
+        assert!(config.is_ok(), "a cost within bounds loads");
+    }
+
+    #[test]
+    fn the_configuration_file_limits_apply_here_too() {
+        let dir = TestDir::new();
+        let padding = "#".repeat(crate::config::MAX_FILE_BYTES);
+        let path = dir.write("web.yml", &format!("{padding}\n"));
+        let error = WebConfig::load(&path).expect_err("too large").to_string();
+        assert!(
+            error.ends_with(
+                "web.yml: (file): 1048577 bytes, over the limit of 1048576 (1 MiB, what a Kubernetes ConfigMap holds)"
+            ),
+            "{error}"
+        );
+        let (field, message) = mistake(&dir, &format!("http_server_config:\n  headers: {}", "[".repeat(400_000)));
+        assert!(field.starts_with("http_server_config.headers[0]"), "{field}");
+        assert!(message.contains("nested more than 32 levels deep"), "{message}");
+        let (field, message) = mistake(&dir, "nope: 1");
+        assert_eq!(field, "nope");
+        assert!(message.ends_with("at line 1 column 1"), "{message}");
     }
 
     #[test]

@@ -270,7 +270,7 @@ mod gen_config {
     fn aws() -> BoxedStrategy<GenAws> {
         (
             proptest::option::of(1u32..=64),
-            proptest::option::of(prop_oneof![Just(1u32), Just(u32::MAX), 1u32..=10_000]),
+            proptest::option::of(prop_oneof![Just(1u32), Just(1000u32), 1u32..=1000]),
             proptest::option::of(1u32..=10),
             proptest::option::of(select(vec!["standard", "adaptive"])),
             proptest::option::of((dur(), dur(), dur())),
@@ -328,7 +328,11 @@ mod gen_config {
                     regions
                         .into_iter()
                         .zip(contents)
-                        .map(|(region, (mut images, report_ids, fallback))| {
+                        .map(|(region, (mut images, mut report_ids, fallback))| {
+                            // An ID listed twice in one target is a mistake (which `mutation` makes).
+                            let mut seen = std::collections::BTreeSet::new();
+                            images.retain(|i| seen.insert(i.clone()));
+                            report_ids.retain(|r| seen.insert(r.clone()));
                             if images.is_empty() && report_ids.is_empty() {
                                 images.push(fallback);
                             }
@@ -595,6 +599,8 @@ mod gen_config {
         RegionTwice { target: Index },
         EmptyTarget { region: Index },
         AttemptOverOperation { operation: u64 },
+        PageSizeOver { page_size: u32 },
+        IdTwice { target: Index, at: Index, report: bool },
     }
 
     pub const DURATION_FIELDS: &[&str] = &[
@@ -662,6 +668,13 @@ mod gen_config {
             any::<Index>().prop_map(|target| Mutation::RegionTwice { target }),
             any::<Index>().prop_map(|region| Mutation::EmptyTarget { region }),
             (1u64..=100_000).prop_map(|operation| Mutation::AttemptOverOperation { operation }),
+            prop_oneof![Just(1001u32), Just(u32::MAX), 1001u32..=1_000_000]
+                .prop_map(|page_size| Mutation::PageSizeOver { page_size }),
+            (any::<Index>(), any::<Index>(), any::<bool>()).prop_map(|(target, at, report)| Mutation::IdTwice {
+                target,
+                at,
+                report
+            }),
         ]
     }
 
@@ -804,6 +817,24 @@ mod gen_config {
                     let aws = self.aws.get_or_insert_with(GenAws::default);
                     aws.timeouts = Some((Dur::secs(3), Dur::secs(operation + 1), Dur::secs(*operation)));
                     "aws.attempt_timeout".into()
+                }
+                Mutation::PageSizeOver { page_size } => {
+                    self.aws.get_or_insert_with(GenAws::default).page_size = Some(*page_size);
+                    "aws.page_size".into()
+                }
+                Mutation::IdTwice { target, at, report } => {
+                    let t = target.index(self.targets.len());
+                    let (ids, name, fallback) = if *report {
+                        (&mut self.targets[t].report_ids, "report_ids", "amiur-00b877d192f6b02d0")
+                    } else {
+                        (&mut self.targets[t].images, "images", "ami-12345678")
+                    };
+                    if ids.is_empty() {
+                        ids.push(fallback.to_owned());
+                    }
+                    let again = ids[at.index(ids.len())].clone();
+                    ids.push(again);
+                    format!("targets[{t}].{name}[{}]", ids.len() - 1)
                 }
             }
         }
@@ -1066,9 +1097,9 @@ proptest! {
 /// Deterministic inputs a fuzzer would take long to reach.
 #[test]
 fn pathological_yaml_is_refused_without_panic() {
-    // Deeper nesting works too, but libyaml's scanner takes quadratic time in the depth (20,000
-    // levels take 7 s in a debug build), so these stay at a depth that runs in milliseconds.
-    let deep_flow = format!("targets: {}{}", "[".repeat(2_000), "]".repeat(2_000));
+    // libyaml's scanner takes time quadratic in the flow depth (20,000 levels took 7 s in a
+    // debug build); the first pass (src/yaml_scan.rs) stops at 33 levels, so any depth is cheap.
+    let deep_flow = format!("targets: {}{}", "[".repeat(400_000), "]".repeat(400_000));
     let deep_block: String = (0..2_000).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
     let deep_types = format!("reports:\n  resource_types: [{}]\n", "{type: ".repeat(2_000));
     let laughs = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
