@@ -1,9 +1,10 @@
 //! ami-usage-exporter: a Prometheus exporter for EC2 AMI usage reports.
 //!
-//! Data flows one way: EC2 (`ec2`, through clients built in `aws`) is read by the `poller`,
-//! which decides about reports (`report`) and builds a `snapshot`; `metrics` renders it once per
-//! poll; the `server` hands the rendered bytes to every scrape. `app` wires these together and
-//! owns start-up and shutdown; the binaries are thin.
+//! Data flows one way: EC2 (`ec2`, through clients built in `aws`) is read by the `poller`, one
+//! target (a Region of an owner account) at a time, which decides about reports (`report`) and
+//! tells each image's status; `app` runs one task per target and composes their latest results
+//! into a `snapshot`, which `metrics` renders when it changes; the `server` hands the rendered
+//! bytes to every scrape. `app` also owns start-up, reloads and shutdown; the binaries are thin.
 
 pub mod app;
 pub mod aws;
