@@ -37,6 +37,8 @@ pub enum AppError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     WebConfig(#[from] crate::web_config::WebConfigError),
+    #[error("{0}")]
+    Startup(String),
 }
 
 /// A request to re-read the configuration file: from SIGHUP (nobody waits), or from
@@ -138,7 +140,7 @@ pub async fn run_on(cli: Cli, listeners: Option<Vec<TcpListener>>) -> Result<(),
         max_requests: cli.max_requests,
         max_connections: cli.max_connections,
         header_timeout: cli.header_timeout,
-        web_config: crate::web_config::WebConfigSource::from_flag(cli.web_config_file.as_deref())?,
+        web_config: load_web_config(cli.web_config_file.clone()).await?,
         lifecycle: cli.enable_lifecycle,
     };
     let state = Arc::new(WebState::new(options, metrics.clone(), Some(reload_tx.clone())));
@@ -159,6 +161,17 @@ pub async fn run_on(cli: Cli, listeners: Option<Vec<TcpListener>>) -> Result<(),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads `--web.config.file` off the async threads: it hashes with bcrypt (up to about 2 s at
+/// the highest cost it accepts), which would stall whatever else those threads run.
+async fn load_web_config(path: Option<PathBuf>) -> Result<Option<Arc<crate::web_config::WebConfigSource>>, AppError> {
+    let loaded =
+        tokio::task::spawn_blocking(move || crate::web_config::WebConfigSource::from_flag(path.as_deref())).await;
+    match loaded {
+        Ok(outcome) => Ok(outcome?),
+        Err(error) => Err(AppError::Startup(format!("loading the web configuration failed: {error}"))),
+    }
 }
 
 /// Checks the IAM permissions of every target with `DryRun` calls (`--check-permissions`).
