@@ -326,8 +326,15 @@ async fn a_web_config_turning_bad_keeps_the_last_good_one() {
     assert_eq!(during.peer.as_ref(), Some(&server.der));
     assert_eq!(during.header("X-Frame-Options"), Some("deny"), "the last good configuration");
     assert_eq!(http_get(exporter.addr, "/metrics").await.0, 400, "never plain HTTP");
+    // The log reaches us through a reader thread: give it a moment under load.
+    let logged =
+        |log: &str| log.contains("web configuration reload failed") && log.contains("tls_server_config.key_fiel");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logged(&exporter.log()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = exporter.log();
-    assert!(log.contains("web configuration reload failed") && log.contains("tls_server_config.key_fiel"), "{log}");
+    assert!(logged(&log), "{log}");
 
     // Fixed: the new file applies.
     dir.write("web.yml", &format!("{TLS}http_server_config:\n  headers:\n    X-Frame-Options: sameorigin\n"));
