@@ -95,17 +95,7 @@ impl Demo {
 
     /// Sends SIGTERM and waits (bounded) for the exit.
     fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        common::terminate(&mut self.child, limit)
     }
 }
 

@@ -338,3 +338,38 @@ async fn rejected_credentials_are_visible_and_recover_without_restart() {
     assert_eq!(scraped_usage(&e), truth(sim).0);
     assert_eq!(e.sum("ami_usage_api_errors_total", &[("code", "AuthFailure")]), 3.0);
 }
+
+/// A chain resumed with a token EC2 no longer accepts (it expired between polls) starts over from
+/// the first page, in the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_saved_token_restarts_the_chain_from_the_first_page() {
+    let config = SimConfig {
+        // 25 accounts x 2 resource types = 50 entries: 10 pages of 5.
+        dataset: DatasetSpec { seed: 4, images: 1, accounts: 25, full_usage: true, ..DatasetSpec::default() },
+        ..SimConfig::default()
+    };
+    let running = Simulator::start(config).await.expect("simulator starts");
+    let sim = &running.sim;
+    // One entry request part-way through fails (which one depends on the dataset's phase: the
+    // third here), and the resumed page then finds its token expired.
+    sim.add_fault(FaultRule::new(Fault::InternalError).on(ENTRIES).with_share(0.25).with_limit(1));
+    let config = config_for(
+        &sim.image_ids(),
+        "poll_interval: 2s\nreports:\n  create: false\naws:\n  page_size: 5\n  max_attempts: 1",
+    );
+    let exporter = Exporter::start(&config, &running.endpoint_url());
+    exporter
+        .scrape_until(WAIT, "the failed chain", |e| {
+            e.sum("ami_usage_api_errors_total", &[("code", "InternalError")]) >= 1.0
+        })
+        .await;
+    let before = served(sim, ENTRIES);
+    assert!(before >= 2, "the chain failed part-way, after {} pages", before - 1);
+    sim.add_fault(FaultRule::new(Fault::ExpireToken).on(ENTRIES).with_limit(1));
+    let expected = truth(sim).0;
+    let e = exporter.scrape_until(WAIT, "the whole report", |e| scraped_usage(e) == expected).await;
+    assert_eq!(e.sum("ami_usage_api_errors_total", &[("code", "InvalidPaginationToken")]), 1.0);
+    assert!(exporter.log().contains("refused the saved nextToken"), "{}", exporter.log());
+    // The pages before the failure and the failed one, the refused resume, then all 10 pages.
+    assert_eq!(served(sim, ENTRIES), before + 1 + 10);
+}

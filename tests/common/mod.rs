@@ -187,16 +187,21 @@ impl Exporter {
 
     /// Sends SIGTERM and waits (bounded) for the exit.
     pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        terminate(&mut self.child, limit)
     }
+}
+
+/// Sends SIGTERM to a child process and waits (bounded) for its exit.
+pub fn terminate(child: &mut std::process::Child, limit: Duration) -> Option<ExitStatus> {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 impl Drop for Exporter {

@@ -113,6 +113,9 @@ pub enum Fault {
     /// `DescribeImageUsageReports`/`DescribeImageUsageReportEntries` answers with a `nextToken`: the reports on the
     /// page are deleted right after answering, and the request for the next page gets the unknown-report error.
     ExpireBetweenPages,
+    /// Paginated Describe* requests that carry a `NextToken`: HTTP 400 `InvalidPaginationToken`, as EC2 answers a
+    /// token that expired. First pages (no token) are neither hit nor counted. The operation does not run.
+    ExpireToken,
 }
 
 impl Fault {
@@ -133,13 +136,15 @@ impl Fault {
             Fault::UsageCount { .. } => "usage_count",
             Fault::DuplicateEntries => "duplicate_entries",
             Fault::ExpireBetweenPages => "expire_between_pages",
+            Fault::ExpireToken => "expire_token",
         }
     }
 
     /// Whether the fault can apply to this action at all. A rule only counts (for its share) the requests it fits,
     /// so `MissingFields` on every operation means "on every entries request".
-    fn fits(&self, action: &str) -> bool {
+    fn fits(&self, action: &str, paged: bool) -> bool {
         match self {
+            Fault::ExpireToken => paged && matches!(action, ENTRIES | REPORTS | IMAGES),
             Fault::RepeatToken => matches!(action, ENTRIES | REPORTS | IMAGES),
             Fault::MissingFields | Fault::UsageCount { .. } | Fault::DuplicateEntries => action == ENTRIES,
             Fault::ExpireBetweenPages => matches!(action, ENTRIES | REPORTS),
@@ -157,6 +162,7 @@ impl Fault {
                 | Fault::AuthFailure
                 | Fault::CloseConnection
                 | Fault::NotXml
+                | Fault::ExpireToken
         )
     }
 
@@ -196,6 +202,11 @@ impl Fault {
                 return Some((Ec2Error::new(500, "ConnectionClosed", "fault injection"), Delivery::Close));
             }
             (Fault::NotXml, _) => return Some((Ec2Error::new(200, "NotXml", "fault injection"), Delivery::NotXml)),
+            (Fault::ExpireToken, _) => Ec2Error::new(
+                400,
+                "InvalidPaginationToken",
+                "The specified pagination token is not valid or has expired.",
+            ),
             _ => return None,
         };
         Some((err, Delivery::Normal))
@@ -248,13 +259,13 @@ impl FaultRule {
     }
 
     /// A rule for every operation covers every EC2 operation; STS's only get the faults of rules that name them.
-    fn matches(&self, action: &str, service: Service, region: &str) -> bool {
+    fn matches(&self, action: &str, service: Service, region: &str, paged: bool) -> bool {
         let named = match self.operation.as_deref() {
             None => service == Service::Ec2,
             Some(op) => op == action,
         };
         let here = self.region.as_deref().is_none_or(|r| r == region);
-        self.limit != Some(0) && named && here && self.fault.fits(action)
+        self.limit != Some(0) && named && here && self.fault.fits(action, paged)
     }
 }
 
@@ -324,12 +335,12 @@ impl FaultSet {
     /// Picks the faults for one request: the sum of the latencies of every rule that takes it, and the first other
     /// rule that takes it. Latency and refusals are spent here; faults that need the answer are spent by `execute`,
     /// only if they apply to it.
-    fn select(&mut self, action: &str, service: Service, region: &str) -> (Duration, Option<Chosen>) {
+    fn select(&mut self, action: &str, service: Service, region: &str, paged: bool) -> (Duration, Option<Chosen>) {
         let mut delay = Duration::ZERO;
         let mut chosen: Option<Chosen> = None;
         let mut spent: Vec<u64> = Vec::new();
         for active in &mut self.rules {
-            if !active.rule.matches(action, service, region) {
+            if !active.rule.matches(action, service, region, paged) {
                 continue;
             }
             let n = active.seen;
@@ -429,7 +440,8 @@ pub(crate) fn plan(state: &mut State, params: &Params, scope: Option<&Credential
     let caller = state.caller(scope);
     let service = Service::of(params, &caller);
     state.count_request(&action, &caller);
-    let (delay, fault) = state.faults.select(&action, service, &caller.region);
+    let paged = params.get("NextToken").is_some_and(|t| !t.is_empty());
+    let (delay, fault) = state.faults.select(&action, service, &caller.region, paged);
     Plan { action, caller, service, delay, fault }
 }
 
@@ -506,6 +518,7 @@ fn mangle_answer(
         | Fault::Unauthorized
         | Fault::AuthFailure
         | Fault::CloseConnection
-        | Fault::NotXml => None,
+        | Fault::NotXml
+        | Fault::ExpireToken => None,
     }
 }

@@ -430,6 +430,7 @@ fn rules_round_trip_through_json() {
         Fault::UsageCount { value: -5 },
         Fault::DuplicateEntries,
         Fault::ExpireBetweenPages,
+        Fault::ExpireToken,
     ];
     let rules: Vec<FaultRule> = all
         .into_iter()
