@@ -126,35 +126,42 @@ pub async fn check_permissions(config_path: &std::path::Path) -> Result<Vec<pref
 
 /// One client per target (Region and owner account), with the target's credentials.
 async fn build_targets(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics) -> Vec<RegionTarget> {
-    let labels_owner = config.labels_owner();
     let mut targets = Vec::with_capacity(config.targets.len());
     for target in &config.targets {
-        let region = target.region.as_str();
-        let sdk = aws::target_config(shared, target).await;
-        targets.push(RegionTarget {
-            region: region.into(),
-            owner: labels_owner.then(|| target.owner().unwrap_or_default().into()),
-            key: format!("{region} {}", target.role_arn.as_ref().map_or("", |r| r.as_str())),
-            api: region_api(config, &sdk, metrics, region),
-            images: dedup(target.images.iter().map(|i| i.as_str().to_owned())),
-            report_ids: dedup(target.report_ids.iter().map(|r| r.as_str().to_owned())),
-            discovery: target.discover.clone(),
-        });
+        targets.push(build_target(config, target, shared, metrics).await);
     }
     targets
+}
+
+/// What identifies a target across reloads: its Region and role.
+fn target_key(target: &crate::config::Target) -> String {
+    format!("{} {}", target.region.as_str(), target.role_arn.as_ref().map_or("", |r| r.as_str()))
+}
+
+/// One target's client and watch list. Its IDs are unique: the configuration refuses repeats.
+async fn build_target(
+    config: &Config,
+    target: &crate::config::Target,
+    shared: &SdkConfig,
+    metrics: &SelfMetrics,
+) -> RegionTarget {
+    let region = target.region.as_str();
+    let sdk = aws::target_config(shared, target).await;
+    RegionTarget {
+        region: region.into(),
+        owner: config.labels_owner().then(|| target.owner().unwrap_or_default().into()),
+        key: target_key(target),
+        api: region_api(config, &sdk, metrics, region),
+        images: target.images.iter().map(|i| i.as_str().to_owned()).collect(),
+        report_ids: target.report_ids.iter().map(|r| r.as_str().to_owned()).collect(),
+        discovery: target.discover.clone(),
+    }
 }
 
 fn region_api(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics, region: &str) -> Ec2Reports {
     let client = aws::ec2_client(shared, region, metrics.api.clone());
     let concurrency = config.aws.max_concurrent_requests.get() as usize;
     Ec2Reports::new(client, region, metrics.api.clone(), concurrency, config.aws.page_size.get())
-}
-
-fn dedup(ids: impl Iterator<Item = String>) -> Vec<String> {
-    let mut ids: Vec<String> = ids.collect();
-    ids.sort();
-    ids.dedup();
-    ids
 }
 
 fn ticker(interval: Duration) -> Interval {
@@ -268,10 +275,10 @@ impl Generation {
 
     /// Stops every task and returns its target. A target interrupted mid-poll comes back reset
     /// (see `TargetPoller::reset`).
-    async fn stop(self) -> Vec<TargetPoller> {
+    async fn stop(&mut self) -> Vec<TargetPoller> {
         self.stop.cancel();
         let mut targets = Vec::with_capacity(self.tasks.len());
-        for task in self.tasks {
+        for task in self.tasks.drain(..) {
             match task.await {
                 Ok(target) => targets.push(target),
                 Err(error) => tracing::error!(%error, "a target's poll task ended abnormally"),
@@ -353,11 +360,9 @@ impl TargetTask {
     /// The credential chain may have changed (a profile written, a token file mounted): build it
     /// anew so the next poll picks that up, no restart needed.
     async fn rebuild_client(&self, target: &mut TargetPoller) {
+        let Some(configured) = self.config.targets.iter().find(|t| target_key(t) == target.key()) else { return };
         let shared = aws::shared_config(&self.config.aws).await;
-        let fresh = build_targets(&self.config, &shared, &self.metrics).await;
-        if let Some(new) = fresh.into_iter().find(|t| t.key == target.key()) {
-            target.replace_client(new.api);
-        }
+        target.replace_client(build_target(&self.config, configured, &shared, &self.metrics).await.api);
     }
 }
 
@@ -520,11 +525,7 @@ impl Schedule {
         let shared = aws::shared_config(&new.aws).await;
         let mut fresh = Poller::new(&new, build_targets(&new, &shared, &self.metrics).await, self.metrics.clone());
         let number = generation.number + 1;
-        let previous = std::mem::replace(
-            generation,
-            Generation { number, keys: Vec::new(), stop: CancellationToken::new(), tasks: Vec::new() },
-        );
-        fresh.inherit(previous.stop().await);
+        fresh.inherit(generation.stop().await);
         *config = Arc::new(new);
         *generation = Generation::start(number, fresh, config, self, results);
         tracing::info!(path = %self.config_path.display(), "configuration reloaded");

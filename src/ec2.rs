@@ -107,9 +107,11 @@ pub struct Ec2Reports {
     metrics: ApiMetrics,
 }
 
-/// Whether EC2 refused a `NextToken` it handed out earlier (it expired, or the query changed).
+/// Whether EC2 refused a `NextToken` it handed out earlier (it expired, or the query changed):
+/// the code EC2's API reference lists for it. (`ExpiredToken` is not one: that is an expired
+/// security token, which a fresh chain would not cure.)
 fn is_refused_token(code: &str) -> bool {
-    matches!(code, "InvalidPaginationToken" | "InvalidNextToken" | "ExpiredNextToken" | "ExpiredToken")
+    code == "InvalidPaginationToken"
 }
 
 /// A DescribeImageUsageReportEntries chain read so far: the entries of its pages, and where the

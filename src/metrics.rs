@@ -7,9 +7,7 @@
 //! that move between polls, so they are rendered on each scrape. The two parts never share a
 //! metric name, so their concatenation is one valid exposition.
 
-use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
@@ -51,18 +49,11 @@ pub struct SelfMetrics {
 pub struct ApiMetrics {
     requests: IntCounterVec,
     errors: IntCounterVec,
-    /// All requests, for the per-poll log line without gathering the vector.
-    total: Arc<AtomicU64>,
 }
 
 impl ApiMetrics {
     pub fn request(&self, region: &str, operation: &str) {
         self.requests.with_label_values(&[region, operation]).inc();
-        self.total.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn total_requests(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
     }
 
     pub fn error(&self, region: &str, operation: &str, code: &str) {
@@ -152,7 +143,6 @@ impl SelfMetrics {
                     "EC2 API attempts that failed, by error code",
                     &["aws_region", "operation", "code"],
                 )?,
-                total: Arc::default(),
             },
             reports_created: counter_vec(
                 &registry,

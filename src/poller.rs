@@ -30,7 +30,7 @@ use crate::metrics::SelfMetrics;
 use crate::report::{
     Backoff, ImageReports, ReportParams, ReportState, UsageReport, classify, client_token, needs_new_report, superseded,
 };
-use crate::snapshot::{Entry, ImageStatus, ReportUsage, Snapshot};
+use crate::snapshot::{Entry, ImageStatus, ReportUsage};
 
 /// EC2's code for throttling.
 const THROTTLED: &str = "RequestLimitExceeded";
@@ -72,19 +72,6 @@ pub struct PollStats {
     pub regions_backing_off: usize,
     /// Whether some call failed because no credentials could be loaded.
     pub credentials_failed: bool,
-}
-
-impl PollStats {
-    fn add(&mut self, other: &PollStats) {
-        self.images += other.images;
-        self.failed_images += other.failed_images;
-        self.reports_created += other.reports_created;
-        self.reports_read += other.reports_read;
-        self.reports_deleted += other.reports_deleted;
-        self.series += other.series;
-        self.regions_backing_off += other.regions_backing_off;
-        self.credentials_failed |= other.credentials_failed;
-    }
 }
 
 /// The settings a poll needs, taken from the configuration.
@@ -240,28 +227,8 @@ impl Poller {
         self.targets
     }
 
-    pub fn targets(&self) -> &[TargetPoller] {
-        &self.targets
-    }
-
     pub fn max_concurrent_targets(&self) -> usize {
         self.max_concurrent_targets
-    }
-
-    /// Polls every target once, at most `aws.max_concurrent_targets` at a time, and returns the
-    /// whole snapshot. The exporter itself polls each target on its own schedule (see `app`);
-    /// this is the same work for tools and tests that want one snapshot.
-    pub async fn poll(&mut self, now: SystemTime) -> (Snapshot, PollStats) {
-        let limit = self.max_concurrent_targets.max(1);
-        let polls: Vec<TargetPoll> =
-            stream::iter(self.targets.iter_mut().map(|t| t.poll(now))).buffered(limit).collect().await;
-        let mut stats = PollStats::default();
-        let mut images = Vec::new();
-        for poll in polls {
-            stats.add(&poll.stats);
-            images.extend(poll.images);
-        }
-        (Snapshot::new(images), stats)
     }
 }
 
@@ -273,13 +240,6 @@ impl TargetPoller {
 
     pub fn region(&self) -> &str {
         &self.target.region
-    }
-
-    /// The target's images as last polled (empty before the first poll).
-    pub fn last_images(&self) -> Vec<ImageStatus> {
-        let mut images: Vec<ImageStatus> = self.last.values().cloned().collect();
-        images.sort_by(|a, b| a.image_id.cmp(&b.image_id));
-        images
     }
 
     /// Keeps what `old` (the same target under the previous configuration) learned.
@@ -302,12 +262,6 @@ impl TargetPoller {
         self.memory = Memory::default();
         self.cache.clear();
         self.strings.forget_unused();
-    }
-
-    /// Serves the statuses of a previous run of this target (after a reload that interrupted its
-    /// poll), so that its images keep their last good data until the next poll.
-    pub fn seed_last(&mut self, images: Vec<ImageStatus>) {
-        self.last = images.into_iter().map(|i| (i.image_id.to_string(), i)).collect();
     }
 
     #[cfg(test)]
@@ -521,14 +475,15 @@ impl TargetPoller {
             }) {
                 news.stuck.push(p.clone());
             }
-            let token = client_token(image, &s.wanted, now, max_age, sorted.newest.map(|r| r.id.as_str()));
             let due = s.policy.create
                 && watched.contains(image.as_str())
                 && needs_new_report(&sorted, now, max_age, s.poll_interval)
-                && memory.create_backoff.get(image).is_none_or(|b| b.allows(now))
-                && memory.vanished.get(image).is_none_or(|v| v.token != token);
+                && memory.create_backoff.get(image).is_none_or(|b| b.allows(now));
             if due {
-                to_create.push(Due { image: image.clone(), token });
+                let token = client_token(image, &s.wanted, now, max_age, sorted.newest.map(|r| r.id.as_str()));
+                if memory.vanished.get(image).is_none_or(|v| v.token != token) {
+                    to_create.push(Due { image: image.clone(), token });
+                }
             }
             let decision = Decision {
                 serving: sorted.newest_available.cloned(),

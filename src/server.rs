@@ -43,7 +43,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Request bodies are read (to keep the connection reusable) up to this size, never kept.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// A reload waits at most this long for the poll loop (which may be mid-poll) to take it.
+/// A reload waits at most this long for the schedule to take it (it may be rendering a large
+/// exposition); one not taken by then is withdrawn.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 const TEXT: &str = "text/plain; charset=utf-8";
 
