@@ -8,8 +8,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use ami_usage_exporter::exposition::{Format, Prepared};
-use ami_usage_exporter::metrics::{RenderOptions, render_snapshot};
+use ami_usage_exporter::render::exposition::{Format, Prepared};
+use ami_usage_exporter::render::{RenderOptions, render_snapshot};
 use ami_usage_exporter::snapshot::{ImageStatus, ReportUsage, Snapshot, UsageKey};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};

@@ -1,29 +1,37 @@
 //! ami-usage-exporter: a Prometheus exporter for EC2 AMI usage reports.
 //!
-//! Data flows one way: EC2 (`ec2`, through clients built in `aws`) is read by the `poller`, one
-//! target (a Region of an owner account) at a time, which decides about reports (`report`) and
-//! tells each image's status; `app` runs one task per target and composes their latest results
-//! into a `snapshot`, which `metrics` renders when it changes; the `server` hands the rendered
-//! bytes to every scrape. `app` also owns start-up, reloads and shutdown; the binaries are thin.
+//! The data flows one way, one module a step. The configuration (`config`, valid by
+//! construction) names the targets, Regions of owner accounts; `aws` is everything that speaks
+//! to EC2, a client per target; `poll` reads each target, applying the pure rules of `report`
+//! (which report serves, when to ask for a new one, what is superseded), and tells each image's
+//! status; the statuses of every target make an immutable `snapshot`, the contract between
+//! polling and serving; `render` turns a snapshot into the bytes of `/metrics`, cached while no
+//! report changes; `http` serves those bytes and the exporter's own metrics (`self_metrics`) to
+//! every scrape, never waiting for AWS. `app` alone knows all of them: it wires them together,
+//! runs one poll task per target, and owns start-up, reloads and shutdown. The binaries are thin.
+//!
+//! ```text
+//! config ─▶ aws ─▶ poll (report, snapshot) ─▶ render ─▶ http
+//!                                  ▲                      ▲
+//!                                  └──────── app ─────────┘
+//! ```
 
 pub mod app;
-pub mod aws;
+pub(crate) mod aws;
 pub mod cli;
 pub mod config;
-pub mod ec2;
-pub mod exposition;
-pub mod ids;
-pub mod intern;
+pub(crate) mod http;
+pub(crate) mod intern;
 pub mod logging;
-pub mod metrics;
-pub mod poller;
-pub mod preflight;
+pub(crate) mod poll;
+pub mod render;
 pub mod report;
-pub mod server;
+pub(crate) mod self_metrics;
 pub mod snapshot;
-pub mod web_config;
-pub mod yaml_scan;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("AMI_USAGE_REVISION");
 pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("AMI_USAGE_REVISION"), ")");
+
+/// The prefix of every metric the exporter serves.
+pub(crate) const METRIC_PREFIX: &str = "ami_usage";

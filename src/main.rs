@@ -1,8 +1,7 @@
 use std::process::ExitCode;
 
 use ami_usage_exporter::cli::Cli;
-use ami_usage_exporter::config::Config;
-use ami_usage_exporter::{app, logging, preflight, web_config};
+use ami_usage_exporter::{app, logging};
 use clap::Parser;
 
 #[tokio::main]
@@ -14,9 +13,9 @@ async fn main() -> ExitCode {
     }
     if cli.check_permissions {
         return match app::check_permissions(&cli.config_file).await {
-            Ok(findings) => {
-                print!("{}", preflight::table(&findings));
-                if preflight::all_allowed(&findings) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            Ok(preflight) => {
+                print!("{}", preflight.table());
+                if preflight.all_allowed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
             }
             Err(error) => {
                 eprintln!("{error}");
@@ -35,23 +34,20 @@ async fn main() -> ExitCode {
 
 /// `--check-config`: the configuration file, and the web configuration file when given.
 fn check_config(cli: &Cli) -> ExitCode {
-    let config = match Config::load(&cli.config_file) {
-        Ok(config) => config,
+    match app::check_config(&cli.config_file, cli.web_config_file.as_deref()) {
+        Ok(warnings) => {
+            for warning in warnings {
+                println!("warning: {warning}");
+            }
+            println!("{}: valid", cli.config_file.display());
+            if let Some(path) = &cli.web_config_file {
+                println!("{}: valid", path.display());
+            }
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("{error}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    for warning in config.warnings() {
-        println!("warning: {warning}");
     }
-    println!("{}: valid", cli.config_file.display());
-    if let Some(path) = &cli.web_config_file {
-        if let Err(error) = web_config::WebConfig::load(path) {
-            eprintln!("{error}");
-            return ExitCode::FAILURE;
-        }
-        println!("{}: valid", path.display());
-    }
-    ExitCode::SUCCESS
 }

@@ -76,7 +76,7 @@ impl ReportParams {
 
 /// A report as listed by DescribeImageUsageReports.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UsageReport {
+pub struct Report {
     pub id: String,
     pub image_id: String,
     pub state: ReportState,
@@ -89,20 +89,20 @@ pub struct UsageReport {
 #[derive(Debug, Default, PartialEq)]
 pub struct ImageReports<'a> {
     /// The report to read: the newest available one that answers our question.
-    pub newest_available: Option<&'a UsageReport>,
+    pub newest_available: Option<&'a Report>,
     /// EC2 allows one pending report per image; while there is one, creating another fails.
-    pub pending: Option<&'a UsageReport>,
+    pub pending: Option<&'a Report>,
     /// Reports that failed: in `error`, or in a state we do not know for longer than
     /// `reports.pending_timeout`.
-    pub errors: Vec<&'a UsageReport>,
+    pub errors: Vec<&'a Report>,
     /// Reports in a state we do not know, whatever their age (for a log line).
-    pub unknown: Vec<&'a UsageReport>,
+    pub unknown: Vec<&'a Report>,
     /// The newest report of the image in any state: a new request follows it (see `client_token`).
-    pub newest: Option<&'a UsageReport>,
+    pub newest: Option<&'a Report>,
 }
 
 /// Newest first by creation time, ties broken by ID, so that every replica orders alike.
-fn newer(a: &UsageReport, b: &UsageReport) -> bool {
+fn newer(a: &Report, b: &Report) -> bool {
     (a.created, &a.id) > (b.created, &b.id)
 }
 
@@ -112,8 +112,8 @@ fn newer(a: &UsageReport, b: &UsageReport) -> bool {
 /// A report in a state this version does not know is pending until it is older than
 /// `pending_timeout`, and failed after that.
 pub fn classify<'a>(
-    reports: &'a [UsageReport],
-    usable: impl Fn(&UsageReport) -> bool,
+    reports: &'a [Report],
+    usable: impl Fn(&Report) -> bool,
     now: SystemTime,
     pending_timeout: Duration,
 ) -> ImageReports<'a> {
@@ -148,8 +148,8 @@ pub fn classify<'a>(
 impl ImageReports<'_> {
     /// The failed reports since the newest available one (all of them when none is available),
     /// newest first: the image's consecutive failures.
-    pub fn consecutive_failures(&self) -> Vec<&UsageReport> {
-        let mut failed: Vec<&UsageReport> =
+    pub fn consecutive_failures(&self) -> Vec<&Report> {
+        let mut failed: Vec<&Report> =
             self.errors.iter().copied().filter(|r| self.newest_available.is_none_or(|ok| newer(r, ok))).collect();
         failed.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
         failed
@@ -201,11 +201,11 @@ fn window_of(t: SystemTime, max_age: Duration) -> u64 {
 /// reports with other parameters (another deployment's, or ours from before a configuration
 /// change) are never selected; the latter expire after 30 days.
 pub fn superseded<'a>(
-    reports: &'a [UsageReport],
-    serving: &UsageReport,
-    usable: impl Fn(&UsageReport) -> bool,
+    reports: &'a [Report],
+    serving: &Report,
+    usable: impl Fn(&Report) -> bool,
     pinned: impl Fn(&str) -> bool,
-) -> Vec<&'a UsageReport> {
+) -> Vec<&'a Report> {
     reports
         .iter()
         .filter(|r| r.id != serving.id && r.created_by_exporter && !pinned(&r.id) && usable(r))
@@ -294,8 +294,8 @@ mod tests {
         ReportParams::from_policy(&Config::from_yaml(yaml).expect("valid").reports)
     }
 
-    fn report(id: &str, state: ReportState, created: u64) -> UsageReport {
-        UsageReport {
+    fn report(id: &str, state: ReportState, created: u64) -> Report {
+        Report {
             id: id.into(),
             image_id: "ami-12345678".into(),
             state,
@@ -306,7 +306,7 @@ mod tests {
     }
 
     /// `classify` at time 0 with an hour of pending timeout: what most rules need.
-    fn sort(reports: &[UsageReport], usable: impl Fn(&UsageReport) -> bool) -> ImageReports<'_> {
+    fn sort(reports: &[Report], usable: impl Fn(&Report) -> bool) -> ImageReports<'_> {
         classify(reports, usable, at(0), HOUR)
     }
 
@@ -336,7 +336,7 @@ mod tests {
     fn equal_creation_times_break_ties_by_id() {
         let a = [report("amiur-a", ReportState::Available, 5), report("amiur-b", ReportState::Available, 5)];
         let b = [report("amiur-b", ReportState::Available, 5), report("amiur-a", ReportState::Available, 5)];
-        let pick = |r: &[UsageReport]| sort(r, |_| true).newest_available.map(|r| r.id.clone());
+        let pick = |r: &[Report]| sort(r, |_| true).newest_available.map(|r| r.id.clone());
         assert_eq!(pick(&a), pick(&b));
     }
 
@@ -388,7 +388,7 @@ mod tests {
         let poll = Duration::from_secs(300);
         let max_age = Duration::from_secs(86_400);
         let mut reports = vec![report("amiur-0", ReportState::Available, 1_000)];
-        let wait_after = |reports: &[UsageReport]| {
+        let wait_after = |reports: &[Report]| {
             let sorted = sort(reports, |_| true);
             sorted.retry_after(poll, max_age).map(|t| t.duration_since(at(0)).map_or(0, |d| d.as_secs()))
         };
@@ -430,11 +430,11 @@ mod tests {
         assert_eq!(old.consecutive_failures().len(), 1, "it counts as a failure");
     }
 
-    fn ours(id: &str, state: ReportState, created: u64) -> UsageReport {
-        UsageReport { created_by_exporter: true, ..report(id, state, created) }
+    fn ours(id: &str, state: ReportState, created: u64) -> Report {
+        Report { created_by_exporter: true, ..report(id, state, created) }
     }
 
-    fn deletable(reports: &[UsageReport], serving: &str, pinned: &[&str], now: u64, max_age: u64) -> Vec<String> {
+    fn deletable(reports: &[Report], serving: &str, pinned: &[&str], now: u64, max_age: u64) -> Vec<String> {
         let wanted = policy_params();
         let serving = reports.iter().find(|r| r.id == serving).expect("serving report listed");
         let _ = (now, max_age);

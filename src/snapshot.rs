@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// No account runs a billion resources from one AMI (EC2 quotas are in the thousands); a larger
+/// count is a broken answer, and exporting it would wreck every sum built on it.
+pub const MAX_PLAUSIBLE_USAGE: u64 = 1_000_000_000;
+
 /// One row of a report: an account's use of the image through one resource type.
 ///
 /// The strings are shared (`intern::Interner`): a batch of reports holds tens of thousands of

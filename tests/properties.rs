@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ami_usage_exporter::config::{Config, DEFAULT_VERSION_DEPTH, LAUNCH_TEMPLATE, RetryMode};
-use ami_usage_exporter::ec2::MAX_PLAUSIBLE_USAGE;
-use ami_usage_exporter::metrics::{RenderOptions, render_snapshot};
+use ami_usage_exporter::render::{RenderOptions, render_snapshot};
 use ami_usage_exporter::report::Backoff;
+use ami_usage_exporter::snapshot::MAX_PLAUSIBLE_USAGE;
 use ami_usage_exporter::snapshot::{Entry, ImageStatus, ReportUsage, Snapshot, UsageKey};
 use proptest::prelude::*;
 use proptest::sample::{Index, select, subsequence};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ami_usage_exporter::config::Config;
-use ami_usage_exporter::metrics::{RenderOptions, render_snapshot};
+use ami_usage_exporter::render::{RenderOptions, render_snapshot};
 use ami_usage_exporter::snapshot::{ImageStatus, ReportUsage, Snapshot, UsageKey};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;

@@ -1,168 +1,28 @@
-//! Start-up, the poll schedule, configuration reloads, and shutdown.
+//! The poll schedule: one task per target, each polling on its own; their latest results
+//! composed into the snapshot that is rendered and served; reloads that replace the tasks and
+//! keep what they learned.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_config::SdkConfig;
 use futures_util::FutureExt as _;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, parse_listen_address};
-use crate::config::{Config, ConfigError};
-use crate::ec2::Ec2Reports;
-use crate::exposition::{Part, Prepared};
-use crate::metrics::{RenderOptions, SelfMetrics, render_status, render_usage};
-use crate::poller::{PollStats, Poller, RegionTarget, TargetPoller};
-use crate::server::{Reload, ReloadTicket, ServerOptions, WebState, serve};
-use crate::snapshot::{ImageStatus, ReportUsage, Snapshot};
-use crate::{REVISION, VERSION, aws, preflight};
-
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("invalid --web.listen-address: {0}")]
-    ListenAddress(String),
-    #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: std::io::Error },
-    #[error("cannot register metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    #[error(transparent)]
-    WebConfig(#[from] crate::web_config::WebConfigError),
-    #[error("{0}")]
-    Startup(String),
-}
-
-/// Runs the exporter until SIGTERM or SIGINT.
-pub async fn run(cli: Cli) -> Result<(), AppError> {
-    run_on(cli, None).await
-}
-
-/// Binds every `--web.listen-address` and logs each bound address (`listening`); port 0 becomes
-/// the port the system picked.
-pub async fn bind(cli: &Cli) -> Result<Vec<TcpListener>, AppError> {
-    let mut listeners = Vec::new();
-    for text in &cli.listen_addresses {
-        let address = parse_listen_address(text).map_err(AppError::ListenAddress)?;
-        let listener = TcpListener::bind(address).await.map_err(|source| AppError::Bind { address, source })?;
-        let bound = listener.local_addr().map_err(|source| AppError::Bind { address, source })?;
-        tracing::info!(address = %bound, telemetry_path = %cli.telemetry_path, version = crate::VERSION_LINE, "listening");
-        listeners.push(listener);
-    }
-    Ok(listeners)
-}
-
-/// Like `run`, serving on `listeners` from `bind` when given (the demo binds first, to print the
-/// bound addresses), else on the flags' addresses, bound after the configuration is loaded.
-pub async fn run_on(cli: Cli, listeners: Option<Vec<TcpListener>>) -> Result<(), AppError> {
-    let config = Config::load(&cli.config_file)?;
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
-    }
-    let listeners = match listeners {
-        Some(listeners) => listeners,
-        None => bind(&cli).await?,
-    };
-
-    let metrics = SelfMetrics::new(VERSION, REVISION, !cli.disable_exporter_metrics)?;
-    let shared = aws::shared_config(&config.aws).await;
-    metrics.preset(&config);
-    let poller = Poller::new(&config, build_targets(&config, &shared, &metrics).await, metrics.clone());
-    let (reload_tx, reload_rx) = mpsc::channel(4);
-    let options = ServerOptions {
-        telemetry_path: cli.telemetry_path.clone(),
-        max_requests: cli.max_requests,
-        max_connections: cli.max_connections,
-        header_timeout: cli.header_timeout,
-        web_config: load_web_config(cli.web_config_file.clone()).await?,
-        lifecycle: cli.enable_lifecycle,
-    };
-    let state = Arc::new(WebState::new(options, metrics.clone(), Some(reload_tx.clone())));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
-    let schedule = Schedule {
-        config_path: cli.config_file.clone(),
-        metrics,
-        state: Arc::clone(&state),
-        shutdown: shutdown.clone(),
-    };
-    let polling = tokio::spawn(schedule.run(poller, config, reload_rx));
-    serve(listeners, state, shutdown.clone()).await;
-    shutdown.cancel();
-    // The poll loop stops at its next await point; an in-flight AWS call is simply dropped.
-    if let Err(error) = polling.await {
-        tracing::error!(%error, "the poll loop ended abnormally");
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Loads `--web.config.file` off the async threads: it hashes with bcrypt (up to about 2 s at
-/// the highest cost it accepts), which would stall whatever else those threads run.
-async fn load_web_config(path: Option<PathBuf>) -> Result<Option<Arc<crate::web_config::WebConfigSource>>, AppError> {
-    let loaded =
-        tokio::task::spawn_blocking(move || crate::web_config::WebConfigSource::from_flag(path.as_deref())).await;
-    match loaded {
-        Ok(outcome) => Ok(outcome?),
-        Err(error) => Err(AppError::Startup(format!("loading the web configuration failed: {error}"))),
-    }
-}
-
-/// Checks the IAM permissions of every target with `DryRun` calls (`--check-permissions`).
-pub async fn check_permissions(config_path: &std::path::Path) -> Result<Vec<preflight::Finding>, AppError> {
-    let config = Config::load(config_path)?;
-    let metrics = SelfMetrics::new(VERSION, REVISION, false)?;
-    let shared = aws::shared_config(&config.aws).await;
-    let targets = build_targets(&config, &shared, &metrics).await;
-    Ok(preflight::check(&targets, &config.reports).await)
-}
-
-/// One client per target (Region and owner account), with the target's credentials.
-async fn build_targets(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics) -> Vec<RegionTarget> {
-    let mut targets = Vec::with_capacity(config.targets.len());
-    for target in &config.targets {
-        targets.push(build_target(config, target, shared, metrics).await);
-    }
-    targets
-}
-
-/// What identifies a target across reloads: its Region and role.
-fn target_key(target: &crate::config::Target) -> String {
-    format!("{} {}", target.region.as_str(), target.role_arn.as_ref().map_or("", |r| r.as_str()))
-}
-
-/// One target's client and watch list. Its IDs are unique: the configuration refuses repeats.
-async fn build_target(
-    config: &Config,
-    target: &crate::config::Target,
-    shared: &SdkConfig,
-    metrics: &SelfMetrics,
-) -> RegionTarget {
-    let region = target.region.as_str();
-    let sdk = aws::target_config(shared, target).await;
-    RegionTarget {
-        region: region.into(),
-        owner: config.labels_owner().then(|| target.owner().unwrap_or_default().into()),
-        key: target_key(target),
-        api: region_api(config, &sdk, metrics, region),
-        images: target.images.iter().map(|i| i.as_str().to_owned()).collect(),
-        report_ids: target.report_ids.iter().map(|r| r.as_str().to_owned()).collect(),
-        discovery: target.discover.clone(),
-    }
-}
-
-fn region_api(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics, region: &str) -> Ec2Reports {
-    let client = aws::ec2_client(shared, region, metrics.api.clone());
-    let concurrency = config.aws.max_concurrent_requests.get() as usize;
-    Ec2Reports::new(client, region, metrics.api.clone(), concurrency, config.aws.page_size.get())
-}
+use super::targets::{build_target, build_targets, target_key};
+use crate::aws;
+use crate::config::Config;
+use crate::http::WebState;
+use crate::http::reload::{Reload, ReloadTicket};
+use crate::poll::{PollStats, Poller, TargetPoller};
+use crate::render::RenderOptions;
+use crate::render::cache::RenderCache;
+use crate::self_metrics::SelfMetrics;
+use crate::snapshot::{ImageStatus, Snapshot};
 
 fn ticker(interval: Duration) -> Interval {
     let mut ticker = tokio::time::interval(interval);
@@ -171,7 +31,7 @@ fn ticker(interval: Duration) -> Interval {
 }
 
 /// Runs a poll, turning a panic into an error so one bad poll cannot take the exporter down.
-pub async fn guarded<F: std::future::Future>(poll: F) -> Result<F::Output, String> {
+async fn guarded<F: std::future::Future>(poll: F) -> Result<F::Output, String> {
     AssertUnwindSafe(poll).catch_unwind().await.map_err(|panic| {
         panic
             .downcast_ref::<&str>()
@@ -181,49 +41,12 @@ pub async fn guarded<F: std::future::Future>(poll: F) -> Result<F::Output, Strin
     })
 }
 
-/// What the usage part of the exposition is made of: which report serves each image (by
-/// identity: a cached report is the same `Arc` from poll to poll) and the render options.
-#[derive(PartialEq)]
-struct UsageInputs {
-    images: Vec<ServedImage>,
-    options: RenderOptions,
-}
-
-/// Region, owner, image, and the report serving it.
-type ServedImage = (Arc<str>, Option<Arc<str>>, Arc<str>, Option<ReportRef>);
-
-/// A report compared by identity, not by content: equal pointers mean the very same report.
-struct ReportRef(Arc<ReportUsage>);
-
-impl PartialEq for ReportRef {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl UsageInputs {
-    fn of(snapshot: &Snapshot, options: RenderOptions) -> Self {
-        let images = snapshot
-            .images
-            .iter()
-            .map(|i| (i.region.clone(), i.owner.clone(), i.image_id.clone(), i.report.clone().map(ReportRef)))
-            .collect();
-        Self { images, options }
-    }
-}
-
-/// The usage part last published, and what it was rendered from.
-struct RenderedUsage {
-    inputs: UsageInputs,
-    part: Arc<Part>,
-}
-
 /// The poll loop and what it needs besides the poller.
-struct Schedule {
-    config_path: PathBuf,
-    metrics: SelfMetrics,
-    state: Arc<WebState>,
-    shutdown: CancellationToken,
+pub(super) struct Schedule {
+    pub(super) config_path: PathBuf,
+    pub(super) metrics: SelfMetrics,
+    pub(super) state: Arc<WebState>,
+    pub(super) shutdown: CancellationToken,
 }
 
 /// A target's finished poll, as its task reports it.
@@ -390,12 +213,12 @@ impl Schedule {
     /// Runs the target tasks and publishes what they find, each target's result as soon as it
     /// is in: the snapshot served is composed of the latest result of every target. A reload
     /// replaces the tasks (keeping what they learned), and the new ones poll at once.
-    async fn run(self, poller: Poller, config: Config, mut reloads: mpsc::Receiver<Reload>) {
+    pub(super) async fn run(self, poller: Poller, config: Config, mut reloads: mpsc::Receiver<Reload>) {
         let mut config = Arc::new(config);
         let (results_tx, mut results) = mpsc::unbounded_channel();
         let mut generation = Generation::start(0, poller, &config, &self, &results_tx);
         let mut latest = Latest::default();
-        let mut rendered: Option<RenderedUsage> = None;
+        let mut rendered = RenderCache::default();
         loop {
             tokio::select! {
                 biased;
@@ -445,29 +268,11 @@ impl Schedule {
         generation.stop().await;
     }
 
-    /// Renders and serves the composed snapshot. The usage part is rendered (and compressed)
-    /// again only when a report or the options changed; in a steady state only the few status
-    /// lines per image are new, so a poll neither spends the render time nor churns the memory
-    /// of the whole exposition.
-    async fn publish(&self, latest: &Latest, config: &Config, last: &mut Option<RenderedUsage>) {
-        let snapshot = latest.snapshot();
-        let inputs = UsageInputs::of(&snapshot, RenderOptions::from_config(config));
-        let reusable = last.as_ref().filter(|l| l.inputs == inputs).map(|l| Arc::clone(&l.part));
-        // Rendering 100k series takes a while; keep it off the threads that serve scrapes.
-        let rendered = tokio::task::spawn_blocking(move || {
-            let usage = match reusable {
-                Some(part) => part,
-                None => Arc::new(Part::new(render_usage(&snapshot, &inputs.options))),
-            };
-            let status = Part::new(render_status(&snapshot));
-            (Prepared::from_parts(Arc::clone(&usage), status), RenderedUsage { inputs, part: usage })
-        })
-        .await;
-        match rendered {
-            Ok((prepared, usage)) => {
-                self.state.publish(prepared);
-                *last = Some(usage);
-            }
+    /// Renders and serves the composed snapshot; the cache renders the usage part again only
+    /// when a report or the options changed (see `render::cache`).
+    async fn publish(&self, latest: &Latest, config: &Config, cache: &mut RenderCache) {
+        match cache.prepare(latest.snapshot(), RenderOptions::from_config(config)).await {
+            Ok(prepared) => self.state.publish(prepared),
             Err(error) => tracing::error!(%error, "rendering the metrics failed; the previous ones stay"),
         }
     }
@@ -540,104 +345,17 @@ impl Schedule {
     }
 }
 
-/// SIGTERM and SIGINT stop the exporter; SIGHUP reloads the configuration.
-async fn watch_signals(shutdown: CancellationToken, reloads: mpsc::Sender<Reload>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-        else {
-            tracing::error!("cannot install signal handlers; stop the exporter with SIGKILL");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM received, shutting down"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT received, shutting down"); break; }
-                _ = hup.recv() => {
-                    // Never awaited: a full queue must not keep this loop from seeing SIGTERM.
-                    match reloads.try_send(Reload { ticket: None }) {
-                        Ok(()) => tracing::info!("SIGHUP received, reloading the configuration"),
-                        Err(_) => tracing::info!("SIGHUP received; a reload is already queued, which will read the file as it is now"),
-                    }
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = reloads;
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("interrupt received, shutting down");
-        }
-    }
-    shutdown.cancel();
-    // Shutdown is bounded whatever hangs: a second signal, or the deadline, ends the process.
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-                () = tokio::time::sleep(SHUTDOWN_DEADLINE) => {}
-            }
-            tracing::warn!("shutdown did not finish in time; exiting now");
-            std::process::exit(1);
-        }
-    }
-}
-
-/// The longest a graceful shutdown may take before the process exits anyway.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
-
 #[cfg(test)]
 mod tests {
-    use super::{UsageInputs, guarded};
-    use crate::metrics::RenderOptions;
-    use crate::snapshot::{ImageStatus, ReportUsage, Snapshot};
+    use super::guarded;
     use std::sync::Arc;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    fn snapshot(report: &Arc<ReportUsage>, polled: SystemTime) -> Snapshot {
-        Snapshot::new(vec![ImageStatus {
-            region: "us-east-1".into(),
-            owner: None,
-            image_id: "ami-12345678".into(),
-            poll_success: true,
-            last_success: Some(polled),
-            pending_since: None,
-            report_failures: 0,
-            report: Some(Arc::clone(report)),
-        }])
-    }
-
-    /// The usage part is reused exactly while the same reports serve the same images under the
-    /// same options; the status of a poll (its time) does not matter.
-    #[test]
-    fn usage_inputs_change_with_reports_and_options_only() {
-        let report = Arc::new(ReportUsage::from_entries("amiur-1", UNIX_EPOCH, &[]));
-        let t = UNIX_EPOCH + Duration::from_secs(100);
-        let first = UsageInputs::of(&snapshot(&report, t), RenderOptions::default());
-        let later = UsageInputs::of(&snapshot(&report, t + Duration::from_secs(60)), RenderOptions::default());
-        assert!(first == later, "a later poll with the same report");
-        let same_content = Arc::new(ReportUsage::from_entries("amiur-1", UNIX_EPOCH, &[]));
-        assert!(first != UsageInputs::of(&snapshot(&same_content, t), RenderOptions::default()), "another report");
-        let mut no_report = snapshot(&report, t);
-        no_report.images[0].report = None;
-        assert!(first != UsageInputs::of(&no_report, RenderOptions::default()), "the report went stale");
-        let config = crate::config::Config::from_yaml(
-            "cardinality:\n  sum_accounts: true\ntargets:\n  - region: us-east-1\n    images: [ami-12345678]\n",
-        )
-        .expect("valid");
-        let summed = RenderOptions::from_config(&config);
-        assert!(first != UsageInputs::of(&snapshot(&report, t), summed), "other options");
-    }
+    use std::time::Duration;
 
     /// A target with no images, so that a poll makes no call: what happens around the poll is
     /// what is under test.
-    fn idle_target(metrics: &crate::metrics::SelfMetrics) -> (Arc<crate::config::Config>, crate::poller::TargetPoller) {
+    fn idle_target(
+        metrics: &crate::self_metrics::SelfMetrics,
+    ) -> (Arc<crate::config::Config>, crate::poll::TargetPoller) {
         let config = crate::config::Config::from_yaml(
             "poll_interval: 1s\ntargets:\n  - region: us-east-1\n    images: [ami-12345678]\n",
         )
@@ -648,8 +366,8 @@ mod tests {
             .endpoint_url("http://127.0.0.1:9")
             .build();
         let api =
-            crate::ec2::Ec2Reports::new(aws_sdk_ec2::Client::from_conf(sdk), "us-east-1", metrics.api.clone(), 1, 5);
-        let target = crate::poller::RegionTarget {
+            crate::aws::Ec2Client::new(aws_sdk_ec2::Client::from_conf(sdk), "us-east-1", metrics.api.clone(), 1, 5);
+        let target = crate::poll::Target {
             region: "us-east-1".into(),
             owner: None,
             key: "us-east-1 ".into(),
@@ -658,13 +376,13 @@ mod tests {
             report_ids: Vec::new(),
             discovery: None,
         };
-        let poller = crate::poller::Poller::new(&config, vec![target], metrics.clone());
+        let poller = crate::poll::Poller::new(&config, vec![target], metrics.clone());
         (Arc::new(config), poller.into_targets().pop().expect("one target"))
     }
 
     #[tokio::test]
     async fn after_a_panic_the_target_starts_clean_and_the_previous_data_stays() {
-        let metrics = crate::metrics::SelfMetrics::new("0", "r", false).expect("metrics");
+        let metrics = crate::self_metrics::SelfMetrics::new("0", "r", false).expect("metrics");
         let (config, mut target) = idle_target(&metrics);
         target.panic_next_poll();
         let (results, mut polled) = tokio::sync::mpsc::unbounded_channel();

@@ -85,8 +85,10 @@ impl Prepared {
         Self::new(Vec::new())
     }
 
-    pub fn usage(&self) -> &Arc<Part> {
-        &self.usage
+    /// Whether both hold the very same usage part (the render cache reused it).
+    #[cfg(test)]
+    pub(crate) fn shares_usage_with(&self, other: &Prepared) -> bool {
+        Arc::ptr_eq(&self.usage, &other.usage)
     }
 
     /// The response body: the usage and status parts, then `own` (the exporter's metrics,

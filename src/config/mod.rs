@@ -7,24 +7,27 @@
 //! past both is something EC2 will accept, so a bad file fails at start-up, not at 3 a.m.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use crate::ids::{AccountId, ImageId, RegionName, ReportId, RoleArn};
+mod ids;
+mod values;
+pub(crate) mod yaml;
+mod yaml_scan;
+
+pub use ids::{AccountId, ImageId, RegionName, ReportId, RoleArn};
+pub use values::{AccountFilter, PositiveDuration, ResourceType, ResourceTypes};
+
+use yaml::{ReadError, parse_yaml, read_limited};
 
 /// EC2 takes at most this many IDs in one Describe call, and this many account IDs in a report.
 pub const MAX_IDS_PER_CALL: usize = 200;
 /// The only resource type that takes an option, and its default when none is given.
 pub const LAUNCH_TEMPLATE: &str = "ec2:LaunchTemplate";
 pub const DEFAULT_VERSION_DEPTH: u32 = 20;
-const MAX_VERSION_DEPTH: u32 = 10_000;
-/// Longer durations are refused: they are typos, and timers cannot represent them all.
-const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// Intervals below this are allowed (tests, demos) but make no sense against a daily report.
 pub const SHORT_POLL_WARNING: Duration = Duration::from_secs(60);
 /// The largest configuration file read, in bytes: 1 MiB, all that a Kubernetes ConfigMap
@@ -249,251 +252,12 @@ fn default_discovery_interval() -> PositiveDuration {
     PositiveDuration(Duration::from_secs(3600))
 }
 
-/// A duration written like Prometheus durations (`30s`, `5m`, `24h`, `1d`), never zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "String")]
-pub struct PositiveDuration(Duration);
-
-impl PositiveDuration {
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-impl TryFrom<String> for PositiveDuration {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let d = humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. 30s, 5m, 24h"))?;
-        if d.is_zero() {
-            return Err(format!("duration {s:?} must be greater than zero"));
-        }
-        if d > MAX_DURATION {
-            return Err(format!("duration {s:?} is longer than 10 years"));
-        }
-        Ok(Self(d))
-    }
-}
-
-impl fmt::Display for PositiveDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
 fn default_poll_interval() -> PositiveDuration {
     PositiveDuration(Duration::from_secs(300))
 }
 
 fn default_staleness_limit() -> PositiveDuration {
     PositiveDuration(Duration::from_secs(3600))
-}
-
-/// One resource type a report counts, with its option. A launch template's version depth is
-/// always explicit (EC2's default filled in), so that two policies that mean the same compare
-/// equal and a report made with the default is recognized as ours.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ResourceType {
-    name: String,
-    version_depth: Option<u32>,
-}
-
-impl ResourceType {
-    pub fn new(name: &str, version_depth: Option<u32>) -> Result<Self, String> {
-        if name.is_empty() || name.chars().any(char::is_whitespace) {
-            return Err(format!("resource type {name:?} must be a non-empty name without spaces, e.g. ec2:Instance"));
-        }
-        let version_depth = match (name == LAUNCH_TEMPLATE, version_depth) {
-            (true, None) => Some(DEFAULT_VERSION_DEPTH),
-            (true, Some(d)) if (1..=MAX_VERSION_DEPTH).contains(&d) => Some(d),
-            (true, Some(d)) => return Err(format!("version_depth {d} is out of range 1 to {MAX_VERSION_DEPTH}")),
-            (false, None) => None,
-            (false, Some(_)) => return Err(format!("version_depth applies only to {LAUNCH_TEMPLATE}, not {name}")),
-        };
-        Ok(Self { name: name.to_owned(), version_depth })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn version_depth(&self) -> Option<u32> {
-        self.version_depth
-    }
-}
-
-/// Accepts either `ec2:Instance` or `{type: ec2:LaunchTemplate, version_depth: 20}`; a hand-written
-/// visitor because an untagged enum would answer any mistake with "did not match any variant".
-impl<'de> Deserialize<'de> for ResourceType {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ResourceTypeVisitor;
-        impl<'de> Visitor<'de> for ResourceTypeVisitor {
-            type Value = ResourceType;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a resource type name, or a map with `type` and `version_depth`")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ResourceType, E> {
-                ResourceType::new(v, None).map_err(E::custom)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ResourceType, A::Error> {
-                let (mut name, mut depth) = (None::<String>, None::<u32>);
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "type" => name = Some(map.next_value()?),
-                        "version_depth" => depth = Some(map.next_value()?),
-                        other => return Err(de::Error::unknown_field(other, &["type", "version_depth"])),
-                    }
-                }
-                let name = name.ok_or_else(|| de::Error::missing_field("type"))?;
-                ResourceType::new(&name, depth).map_err(de::Error::custom)
-            }
-        }
-        deserializer.deserialize_any(ResourceTypeVisitor)
-    }
-}
-
-/// The resource types of the reports: at least one, no duplicates, kept sorted so that the
-/// same set written in another order is the same policy (and the same client token).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceTypes(Vec<ResourceType>);
-
-impl ResourceTypes {
-    pub fn iter(&self) -> impl Iterator<Item = &ResourceType> {
-        self.0.iter()
-    }
-}
-
-impl Default for ResourceTypes {
-    fn default() -> Self {
-        let instance = ResourceType { name: "ec2:Instance".into(), version_depth: None };
-        let template = ResourceType { name: LAUNCH_TEMPLATE.into(), version_depth: Some(DEFAULT_VERSION_DEPTH) };
-        Self(vec![instance, template])
-    }
-}
-
-impl TryFrom<Vec<ResourceType>> for ResourceTypes {
-    type Error = String;
-    fn try_from(mut types: Vec<ResourceType>) -> Result<Self, String> {
-        if types.is_empty() {
-            return Err("at least one resource type is required".into());
-        }
-        types.sort();
-        let names: BTreeSet<&str> = types.iter().map(ResourceType::name).collect();
-        if names.len() != types.len() {
-            return Err("each resource type may be listed once".into());
-        }
-        Ok(Self(types))
-    }
-}
-
-impl<'de> Deserialize<'de> for ResourceTypes {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::<ResourceType>::deserialize(deserializer)?.try_into().map_err(de::Error::custom)
-    }
-}
-
-/// The accounts a created report is limited to: sorted, unique, at most 200 (EC2's limit).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AccountFilter(Vec<AccountId>);
-
-impl AccountFilter {
-    pub fn iter(&self) -> impl Iterator<Item = &AccountId> {
-        self.0.iter()
-    }
-    pub fn is_all(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl TryFrom<Vec<AccountId>> for AccountFilter {
-    type Error = String;
-    fn try_from(mut ids: Vec<AccountId>) -> Result<Self, String> {
-        ids.sort();
-        ids.dedup();
-        if ids.len() > MAX_IDS_PER_CALL {
-            return Err(format!("{} account IDs given; EC2 accepts at most {MAX_IDS_PER_CALL} per report", ids.len()));
-        }
-        Ok(Self(ids))
-    }
-}
-
-impl<'de> Deserialize<'de> for AccountFilter {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::<AccountId>::deserialize(deserializer)?.try_into().map_err(de::Error::custom)
-    }
-}
-
-/// Reads a file the exporter is configured by, refusing one over [`MAX_FILE_BYTES`] before
-/// reading it all: by its size when it has one, and by reading at most one byte more.
-pub fn read_limited(path: &Path) -> Result<String, ReadError> {
-    use std::io::Read as _;
-    let too_large = |size: String| {
-        ReadError::Invalid(
-            "(file)".into(),
-            format!("{size} bytes, over the limit of {MAX_FILE_BYTES} (1 MiB, what a Kubernetes ConfigMap holds)"),
-        )
-    };
-    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
-    let metadata = file.metadata().map_err(ReadError::Io)?;
-    if metadata.is_file() && metadata.len() > MAX_FILE_BYTES as u64 {
-        return Err(too_large(metadata.len().to_string()));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
-    if bytes.len() > MAX_FILE_BYTES {
-        return Err(too_large(format!("more than {MAX_FILE_BYTES}")));
-    }
-    String::from_utf8(bytes).map_err(|_| {
-        ReadError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
-    })
-}
-
-/// Why [`read_limited`] returned no text.
-#[derive(Debug)]
-pub enum ReadError {
-    /// The file could not be read.
-    Io(std::io::Error),
-    /// It was refused: (field, reason), as from [`parse_yaml`].
-    Invalid(String, String),
-}
-
-/// Parses YAML into `T`; an error names the field it is about, as `(field path, reason)`.
-/// Shared by every file the exporter reads, so they all report mistakes the same way, and all
-/// have the same limits: at most [`MAX_FILE_BYTES`], nesting at most
-/// [`MAX_DEPTH`](crate::yaml_scan::MAX_DEPTH) deep and at most
-/// [`MAX_NODES`](crate::yaml_scan::MAX_NODES) values once aliases are expanded, checked by a
-/// linear pass before serde starts.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
-    if text.len() > MAX_FILE_BYTES {
-        return Err(("(file)".into(), format!("{} bytes, over the limit of {MAX_FILE_BYTES} (1 MiB)", text.len())));
-    }
-    crate::yaml_scan::check(text)?;
-    let deserializer = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let field = match path.as_str() {
-            "." => "(top level)".to_owned(),
-            // An empty key: name it as written, so the error still points at something.
-            "" => "\"\"".to_owned(),
-            p if p.ends_with('.') => format!("{p}\"\""),
-            _ => path,
-        };
-        let location = e.inner().location();
-        let message = e.into_inner().to_string();
-        // yaml_serde may start its message with a (shorter) path of its own; say it once.
-        let mut message = match message.split_once(": ") {
-            Some((head, rest)) if field.starts_with(head) => rest.to_owned(),
-            _ => message,
-        };
-        // yaml_serde leaves out the position when it is the very start of the file (an
-        // unknown key on the first line, say); every other error has one, so this one too.
-        if let Some(at) = location.filter(|l| l.line() == 1 && l.column() == 1)
-            && !message.contains(" at line ")
-        {
-            message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
-        }
-        (field, message)
-    })
 }
 
 impl Discovery {
@@ -935,7 +699,7 @@ targets:
     #[test]
     fn deep_nesting_is_refused_by_the_first_pass() {
         let (field, message) = error_of(&"[".repeat(400_000));
-        assert_eq!(field, "[0]".repeat(crate::yaml_scan::MAX_DEPTH));
+        assert_eq!(field, "[0]".repeat(yaml_scan::MAX_DEPTH));
         assert!(message.contains("nested more than 32 levels deep at line 1 column 33"), "{message}");
         let (field, message) = error_of(&with_target(&format!("accounts:\n  expected: {}", "[".repeat(40))));
         assert!(field.starts_with("accounts.expected[0][0]"), "{field}");

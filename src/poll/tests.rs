@@ -1,0 +1,1 @@
+//! In-process tests of whole polls against the simulator.

@@ -1,0 +1,10 @@
+//! From a snapshot to the bytes of `/metrics`: which series a snapshot becomes (`series`),
+//! written as text (`text`), the usage part cached while its reports stay the same (`cache`),
+//! and served in the format and encoding each scraper asks for (`exposition`).
+
+pub(crate) mod cache;
+pub mod exposition;
+mod series;
+mod text;
+
+pub use series::{RenderOptions, render_snapshot, snapshot_family_names};
