@@ -1,20 +1,26 @@
 //! ami-usage-exporter: a Prometheus exporter for EC2 AMI usage reports.
 //!
-//! The data flows one way, one module a step. The configuration (`config`, valid by
-//! construction) names the targets, Regions of owner accounts; `aws` is everything that speaks
-//! to EC2, a client per target; `poll` reads each target, applying the pure rules of `report`
-//! (which report serves, when to ask for a new one, what is superseded), and tells each image's
-//! status; the statuses of every target make an immutable `snapshot`, the contract between
-//! polling and serving; `render` turns a snapshot into the bytes of `/metrics`, cached while no
-//! report changes; `http` serves those bytes and the exporter's own metrics (`self_metrics`) to
-//! every scrape, never waiting for AWS. `app` alone knows all of them: it wires them together,
-//! runs one poll task per target, and owns start-up, reloads and shutdown. The binaries are thin.
+//! The data flows one way, one module a step. The configuration ([`config`], valid by
+//! construction) names the targets, Regions of owner accounts; [`aws`] is everything that
+//! speaks to EC2, a client per target; [`poll`] reads each target, applying the pure rules of
+//! [`report`] (which report serves, when to ask for a new one, what is superseded), and tells
+//! each image's status; the statuses of every target make an immutable [`snapshot`], the
+//! contract between polling and serving; [`render`] turns a snapshot into the bytes of
+//! `/metrics`, cached while no report changes; [`http`] serves those bytes and the exporter's own
+//! metrics ([`self_metrics`]) to every scrape, never waiting for AWS. [`app`] alone knows all of
+//! them: it wires them together, runs one poll task per target, and owns start-up, reloads and
+//! shutdown. The binaries are thin, and the modules that are `pub` are those they, the
+//! integration tests, the benches and the fuzz targets use.
 //!
 //! ```text
 //! config ─▶ aws ─▶ poll (report, snapshot) ─▶ render ─▶ http
 //!                                  ▲                      ▲
 //!                                  └──────── app ─────────┘
 //! ```
+
+// The map above links to every module, private ones included: the docs are built with
+// `--document-private-items` (README, .ci/run), since most of the code is crate-private.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
 pub(crate) mod aws;

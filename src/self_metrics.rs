@@ -50,21 +50,31 @@ impl ApiMetrics {
     }
 }
 
-fn counter_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, prometheus::Error> {
-    let vec = IntCounterVec::new(Opts::new(format!("{PREFIX}_{name}"), help), labels)?;
-    registry.register(Box::new(vec.clone()))?;
-    Ok(vec)
-}
+/// Makes each metric and registers it; every name gets the exporter's prefix.
+struct Registrar<'a>(&'a Registry);
 
-fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
-    let c = IntCounter::with_opts(Opts::new(format!("{PREFIX}_{name}"), help))?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
+impl Registrar<'_> {
+    fn register<M: Collector + Clone + 'static>(&self, metric: M) -> Result<M, prometheus::Error> {
+        self.0.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+
+    fn opts(name: &str, help: &str) -> Opts {
+        Opts::new(format!("{PREFIX}_{name}"), help)
+    }
+
+    fn counter(&self, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+        self.register(IntCounter::with_opts(Self::opts(name, help))?)
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+        self.register(IntCounterVec::new(Self::opts(name, help), labels)?)
+    }
+
+    /// A counter per Region.
+    fn region_counter(&self, name: &str, help: &str) -> Result<IntCounterVec, prometheus::Error> {
+        self.counter_vec(name, help, &["aws_region"])
+    }
 }
 
 impl SelfMetrics {
@@ -72,108 +82,91 @@ impl SelfMetrics {
     /// unit tests catch; the error is still returned rather than unwrapped.
     pub fn new(version: &str, revision: &str, process_metrics: bool) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let build_info = prometheus::IntGaugeVec::new(
-            Opts::new(
-                format!("{PREFIX}_build_info"),
+        let r = Registrar(&registry);
+        let build_info = r.register(prometheus::IntGaugeVec::new(
+            Registrar::opts(
+                "build_info",
                 "A metric with a constant '1' value labelled by version and revision of ami-usage-exporter",
             ),
             &["version", "revision"],
-        )?;
+        )?)?;
         build_info.with_label_values(&[version, revision]).set(1);
-        registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         if process_metrics {
             let process = prometheus::process_collector::ProcessCollector::for_self();
             registry.register(Box::new(Cached::new(process, PROCESS_METRICS_MAX_AGE)))?;
         }
-
-        let poll_duration = prometheus::GaugeVec::new(
-            Opts::new(
-                format!("{PREFIX}_poll_duration_seconds"),
-                "How long the last poll of the Region took (of its last polled owner account, with several)",
-            ),
-            &["aws_region"],
-        )?;
-        registry.register(Box::new(poll_duration.clone()))?;
-        let reload_successful = prometheus::IntGauge::with_opts(Opts::new(
-            format!("{PREFIX}_config_last_reload_successful"),
-            "Whether the last configuration reload succeeded (1) or failed and the previous configuration is still in use (0)",
-        ))?;
-        reload_successful.set(1);
-        registry.register(Box::new(reload_successful.clone()))?;
-        let reload_success_time = prometheus::Gauge::with_opts(Opts::new(
-            format!("{PREFIX}_config_last_reload_success_timestamp_seconds"),
-            "When the configuration was last loaded successfully (Unix time)",
-        ))?;
-        reload_success_time.set(unix_seconds(SystemTime::now()));
-        registry.register(Box::new(reload_success_time.clone()))?;
         Ok(Self {
-            polls: counter(
-                &registry,
+            polls: r.counter(
                 "polls_total",
                 "Polls started, one per target (a Region of an owner account) each poll interval",
             )?,
-            poll_failures: counter(
-                &registry,
-                "poll_failures_total",
-                "Polls in which at least one image could not be refreshed",
-            )?,
-            poll_duration,
+            poll_failures: r.counter("poll_failures_total", "Polls in which at least one image could not be refreshed")?,
+            poll_duration: r.register(prometheus::GaugeVec::new(
+                Registrar::opts(
+                    "poll_duration_seconds",
+                    "How long the last poll of the Region took (of its last polled owner account, with several)",
+                ),
+                &["aws_region"],
+            )?)?,
             api: ApiMetrics {
-                requests: counter_vec(
-                    &registry,
+                requests: r.counter_vec(
                     "api_requests_total",
                     "HTTP requests sent to the EC2 API, retries included",
                     &["aws_region", "operation"],
                 )?,
-                errors: counter_vec(
-                    &registry,
+                errors: r.counter_vec(
                     "api_errors_total",
                     "EC2 API attempts that failed, by error code",
                     &["aws_region", "operation", "code"],
                 )?,
             },
-            reports_created: counter_vec(
-                &registry,
-                "reports_created_total",
-                "AMI usage reports this exporter asked EC2 to create",
-                &["aws_region"],
-            )?,
-            report_errors: counter_vec(
-                &registry,
+            reports_created: r
+                .region_counter("reports_created_total", "AMI usage reports this exporter asked EC2 to create")?,
+            report_errors: r.region_counter(
                 "report_errors_total",
                 "AMI usage reports found in the error state, each counted once",
-                &["aws_region"],
             )?,
-            reports_stuck: counter_vec(
-                &registry,
+            reports_stuck: r.region_counter(
                 "reports_stuck_total",
                 "AMI usage reports still pending after reports.pending_timeout, each counted once",
-                &["aws_region"],
             )?,
-            reports_deleted: counter_vec(
-                &registry,
+            reports_deleted: r.region_counter(
                 "reports_deleted_total",
                 "AMI usage reports this exporter created and then deleted: replaced by a newer report, or failed in an earlier refresh window",
-                &["aws_region"],
             )?,
-            reports_vanished: counter_vec(
-                &registry,
+            reports_vanished: r.region_counter(
                 "reports_vanished_total",
                 "Reports EC2 said it created that the next listing did not show (deleted elsewhere); the request is not repeated with the same token",
-                &["aws_region"],
             )?,
-            poll_panics: counter(&registry, "poll_panics_total", "Polls that panicked; the exporter kept running")?,
-            reload_successful,
-            reload_success_time,
-            invalid_entries: counter_vec(
-                &registry,
+            poll_panics: r.counter("poll_panics_total", "Polls that panicked; the exporter kept running")?,
+            reload_successful: Self::reload_successful(&r)?,
+            reload_success_time: Self::reload_success_time(&r)?,
+            invalid_entries: r.region_counter(
                 "invalid_entries_total",
                 "Report entries skipped because a field was missing or impossible",
-                &["aws_region"],
             )?,
             registry,
         })
+    }
+
+    /// 1 from the start: the configuration was just loaded.
+    fn reload_successful(r: &Registrar<'_>) -> Result<prometheus::IntGauge, prometheus::Error> {
+        let gauge = r.register(prometheus::IntGauge::with_opts(Registrar::opts(
+            "config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or failed and the previous configuration is still in use (0)",
+        ))?)?;
+        gauge.set(1);
+        Ok(gauge)
+    }
+
+    fn reload_success_time(r: &Registrar<'_>) -> Result<prometheus::Gauge, prometheus::Error> {
+        let gauge = r.register(prometheus::Gauge::with_opts(Registrar::opts(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (Unix time)",
+        ))?)?;
+        gauge.set(unix_seconds(SystemTime::now()));
+        Ok(gauge)
     }
 
     pub fn render(&self) -> Vec<u8> {

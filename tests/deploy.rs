@@ -267,12 +267,12 @@ fn called_actions() -> BTreeSet<String> {
     actions
 }
 
-/// The actions `--check-permissions` checks: the action names in `check_permissions` of src/ec2.rs.
+/// The actions `--check-permissions` checks: the action names in `check` of src/aws/dry_run.rs.
 fn preflight_actions() -> BTreeSet<String> {
-    let code = read(&root().join("src/ec2.rs"));
-    let start = code.find("pub async fn check_permissions(").expect("src/ec2.rs has check_permissions");
+    let code = read(&root().join("src/aws/dry_run.rs"));
+    let start = code.find("pub async fn check(").expect("src/aws/dry_run.rs has check");
     let body = &code[start..];
-    let body = &body[..body.find("\n    }\n").expect("check_permissions ends")];
+    let body = &body[..body.find("\n}\n").expect("check ends")];
     body.split('"')
         .skip(1)
         .step_by(2)
@@ -299,7 +299,11 @@ fn iam_policies_allow_every_call_the_code_makes() {
     ] {
         assert!(called.contains(action), "the scan of src/ did not find {action} (found {called:?}); fix the scan");
     }
-    assert_eq!(preflight_actions(), called, "--check-permissions (src/ec2.rs) must check every action the code calls");
+    assert_eq!(
+        preflight_actions(),
+        called,
+        "--check-permissions (src/aws/dry_run.rs) must check every action the code calls"
+    );
 
     let reads: BTreeSet<String> = called.iter().filter(|a| a.starts_with("ec2:Describe")).cloned().collect();
     assert_eq!(allowed_actions("read-only-policy.json"), reads, "read-only-policy.json: exactly the reading calls");

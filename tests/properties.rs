@@ -1098,7 +1098,7 @@ proptest! {
 #[test]
 fn pathological_yaml_is_refused_without_panic() {
     // libyaml's scanner takes time quadratic in the flow depth (20,000 levels took 7 s in a
-    // debug build); the first pass (src/yaml_scan.rs) stops at 33 levels, so any depth is cheap.
+    // debug build); the first pass (src/config/yaml_scan.rs) stops at 33 levels, so any depth is cheap.
     let deep_flow = format!("targets: {}{}", "[".repeat(400_000), "]".repeat(400_000));
     let deep_block: String = (0..2_000).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
     let deep_types = format!("reports:\n  resource_types: [{}]\n", "{type: ".repeat(2_000));

@@ -91,6 +91,10 @@ const COMMANDS: &[(&str, Coverage)] = &[
         ),
     ),
     ("cargo run -p ec2-sim -- --help", Test("ec2-sim/tests/http.rs::the_binary_help_lists_its_options")),
+    (
+        "cargo doc --no-deps --document-private-items --open",
+        Ci("cargo doc --no-deps --document-private-items --locked -p ami-usage-exporter"),
+    ),
 ];
 
 /// Words that start a command in inline code (a lone word, such as `rustup`, names a tool).

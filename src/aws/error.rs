@@ -122,7 +122,7 @@ pub(super) fn classify(failure: Failure<'_>, error: &(dyn std::error::Error + 's
         Failure::Answered(Some(code)) => Code::from_ec2(code),
         // An error answer without a code is not an EC2 error document (HTML from a proxy).
         Failure::Answered(None) => Code::BrokenAnswer,
-        _ if caused_by::<super::intercept::IncompleteAnswer>(error) => Code::BrokenAnswer,
+        _ if caused_by::<IncompleteAnswer>(error) => Code::BrokenAnswer,
         _ if is_credentials_error(error) => Code::Credentials,
         Failure::Timeout => Code::Timeout,
         Failure::Dispatch => Code::Connection,
@@ -160,6 +160,11 @@ impl ApiError {
         Self { operation, code: Code::PaginationLoop, message }
     }
 }
+
+/// A successful answer whose XML stops before its root element closes.
+#[derive(Debug, thiserror::Error)]
+#[error("the answer was cut off: its XML document does not end with the closing tag of its root element")]
+pub struct IncompleteAnswer;
 
 /// Whether the credential chain failed somewhere in this error's sources.
 pub(crate) fn is_credentials_error(error: &(dyn std::error::Error + 'static)) -> bool {

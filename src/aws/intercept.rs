@@ -13,7 +13,7 @@ use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryA
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use super::error::{Code, Failure, caused_by, classify};
+use super::error::{Code, Failure, IncompleteAnswer, caused_by, classify};
 use crate::self_metrics::ApiMetrics;
 
 /// Counts each HTTP attempt (retries are requests EC2 throttles and sees, so they count) and
@@ -92,11 +92,6 @@ fn ec2_error_code(body: &[u8]) -> Option<&str> {
     let len = errors[start..].find("</Code>")?;
     Some(errors[start..start + len].trim()).filter(|code| !code.is_empty())
 }
-
-/// A successful answer whose XML stops before its root element closes.
-#[derive(Debug, thiserror::Error)]
-#[error("the answer was cut off: its XML document does not end with the closing tag of its root element")]
-pub struct IncompleteAnswer;
 
 /// Refuses answers that were cut off. The SDK's XML parser stops quietly at the end of the
 /// input, so a truncated DescribeImageUsageReports answer would read as "fewer reports": an

@@ -32,6 +32,23 @@ fn behavior_version() -> BehaviorVersion {
 
 /// Loads what all Regions share: credentials chain, timeouts and retry policy.
 pub async fn shared_config(settings: &AwsSettings) -> SdkConfig {
+    loader(settings).load().await
+}
+
+/// The SDK configuration of `shared_config`, pointed at `endpoint` with static credentials:
+/// what the in-process tests talk to the simulator with, without touching the environment.
+#[cfg(test)]
+pub(crate) async fn test_config(settings: &AwsSettings, endpoint: &str) -> SdkConfig {
+    let credentials = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+    loader(settings)
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .load()
+        .await
+}
+
+fn loader(settings: &AwsSettings) -> aws_config::ConfigLoader {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(settings.connect_timeout.get())
         .operation_attempt_timeout(settings.attempt_timeout.get())
@@ -42,7 +59,7 @@ pub async fn shared_config(settings: &AwsSettings) -> SdkConfig {
         RetryMode::Adaptive => RetryConfig::adaptive(),
     }
     .with_max_attempts(settings.max_attempts.get());
-    aws_config::defaults(behavior_version()).timeout_config(timeouts).retry_config(retry).load().await
+    aws_config::defaults(behavior_version()).timeout_config(timeouts).retry_config(retry)
 }
 
 /// The configuration of one target: the shared one, or, with a role, one whose credentials come

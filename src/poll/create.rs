@@ -4,19 +4,11 @@
 
 use std::time::SystemTime;
 
-use super::bounded;
+use super::bounded::bounded;
 use super::decide::Due;
-use super::target::TargetPoller;
+use super::target::{TargetPoller, Vanished};
 use crate::aws::ApiError;
 use crate::report::Backoff;
-
-/// A create whose answer named a report that the next listing did not show (deleted elsewhere,
-/// or expired): the same request would get the same answer, so it is not repeated until the
-/// image's token changes.
-pub(super) struct Vanished {
-    pub(super) token: String,
-    pub(super) report_id: String,
-}
 
 impl TargetPoller {
     /// Requests a report for each due image. A failure leaves the previous report serving and

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::bounded;
+use super::bounded::bounded;
 use super::decide::Decision;
 use super::list::Listing;
 use super::target::TargetPoller;

@@ -5,9 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures_util::stream::{self, StreamExt};
-use tokio_util::task::AbortOnDropHandle;
-
+use super::bounded::bounded_tasks;
 use super::decide::Decision;
 use super::target::TargetPoller;
 use crate::aws::{ApiError, EntryChain, Skipped};
@@ -169,26 +167,6 @@ fn fold_entries(
         skipped.example.get_or_insert_with(|| "entries of a report that was not asked for".to_owned());
     }
     (usage, skipped)
-}
-
-/// Runs the calls as tasks of their own, at most `limit` at a time, and returns each outcome
-/// with the index of its call. `bounded` polls all its futures in the poll's task, so on one
-/// thread at a time; reading entries is CPU work (the SDK's XML parsing is most of a cold
-/// poll's CPU time, BENCHMARKS.md), which spreads over the runtime's threads this way. The
-/// tasks are aborted if the poll is dropped (shutdown).
-async fn bounded_tasks<F>(calls: Vec<F>, limit: usize) -> Vec<(usize, Result<F::Output, tokio::task::JoinError>)>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    stream::iter(calls.into_iter().enumerate())
-        .map(|(index, call)| {
-            let task = AbortOnDropHandle::new(tokio::spawn(call));
-            async move { (index, task.await) }
-        })
-        .buffer_unordered(limit.max(1))
-        .collect()
-        .await
 }
 
 #[cfg(test)]

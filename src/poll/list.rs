@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::bounded;
+use super::bounded::bounded;
 use super::target::{Target, TargetPoller};
 use crate::aws::{ApiError, ReportSelector, Skipped};
 use crate::config::MAX_IDS_PER_CALL;

@@ -2,10 +2,11 @@
 //! images, request new reports where they are due, read the entries of reports not read before,
 //! delete what a newer report replaced, and tell the images' status.
 //!
-//! A poll of one target runs these steps in order, one file each: `list` (which reports exist),
-//! `decide` (which report serves, which images need a new one: the rules are in `report`),
-//! `create`, `entries` (read the serving reports never read before) and `delete`; `target`
-//! holds a target with everything remembered about it between polls, and runs the steps.
+//! A poll of one target (`cycle`) runs these steps in order, one file each: `list` (which
+//! reports exist), `decide` (which report serves, which images need a new one: the rules are in
+//! `report`), `create`, `entries` (read the serving reports never read before) and `delete`.
+//! `target` holds a target with everything remembered about it between polls; the steps read
+//! and update it, and depend on nothing but it and each other's outputs.
 //!
 //! Cost is the design constraint. Reports are listed 200 images to a call; entries are read by
 //! report ID, up to 200 reports to a call, and only for reports never read before (an available
@@ -20,7 +21,9 @@
 //! is polled less and less often until it answers again; an image whose reports keep failing,
 //! or whose report cannot be created, waits longer and longer before the next request.
 
+mod bounded;
 mod create;
+mod cycle;
 mod decide;
 mod delete;
 mod entries;
@@ -30,41 +33,15 @@ mod target;
 mod tests;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::stream::{self, StreamExt};
-
+pub use cycle::PollStats;
 pub use target::{Target, TargetPoller};
 
-use crate::config::{Config, EntryQuery, ReportPolicy};
+use crate::config::Config;
 use crate::intern::Interner;
 use crate::report::ReportParams;
 use crate::self_metrics::SelfMetrics;
-
-/// What one poll of a target did, for the log line.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PollStats {
-    pub images: usize,
-    pub failed_images: usize,
-    pub reports_created: usize,
-    pub reports_read: usize,
-    pub reports_deleted: usize,
-    pub series: usize,
-    /// Targets skipped because EC2 throttled them recently.
-    pub regions_backing_off: usize,
-    /// Whether some call failed because no credentials could be loaded.
-    pub credentials_failed: bool,
-}
-
-/// The settings a poll needs, taken from the configuration; shared by all targets.
-struct Settings {
-    policy: ReportPolicy,
-    entry_query: EntryQuery,
-    wanted: ReportParams,
-    concurrency: usize,
-    poll_interval: Duration,
-    staleness_limit: Duration,
-}
+use target::Settings;
 
 /// All targets of a configuration.
 pub struct Poller {
@@ -115,10 +92,4 @@ impl Poller {
     pub fn max_concurrent_targets(&self) -> usize {
         self.max_concurrent_targets
     }
-}
-
-/// Runs the calls with at most `limit` in flight; the futures are built beforehand because a
-/// closure inside `Stream::map` trips the compiler's `Send` check for spawned tasks.
-async fn bounded<F: std::future::Future>(calls: Vec<F>, limit: usize) -> Vec<F::Output> {
-    stream::iter(calls).buffer_unordered(limit.max(1)).collect().await
 }

@@ -5,21 +5,32 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use super::create::Vanished;
-use super::decide::Decision;
-use super::list::Listing;
-use super::{PollStats, Settings};
-use crate::aws::{ApiError, Code, Ec2Client, EntryChain, Skipped};
-use crate::config::Discovery;
+use crate::aws::{Ec2Client, EntryChain, Skipped};
+use crate::config::{Discovery, EntryQuery, ReportPolicy};
 use crate::intern::Interner;
-use crate::report::Backoff;
+use crate::report::{Backoff, ReportParams};
 use crate::self_metrics::SelfMetrics;
 use crate::snapshot::{ImageStatus, ReportUsage};
 
-/// The longest a throttled Region waits between polls (or one poll interval, if longer).
-const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(3600);
+/// The settings a poll needs, taken from the configuration; shared by all targets.
+pub(super) struct Settings {
+    pub(super) policy: ReportPolicy,
+    pub(super) entry_query: EntryQuery,
+    pub(super) wanted: ReportParams,
+    pub(super) concurrency: usize,
+    pub(super) poll_interval: Duration,
+    pub(super) staleness_limit: Duration,
+}
+
+/// A create whose answer named a report that the next listing did not show (deleted elsewhere,
+/// or expired): the same request would get the same answer, so it is not repeated until the
+/// image's token changes.
+pub(super) struct Vanished {
+    pub(super) token: String,
+    pub(super) report_id: String,
+}
 
 /// What a target is: the images and pinned reports of one Region of one owner account, with
 /// its client.
@@ -62,10 +73,10 @@ pub(super) struct Memory {
     /// Set while EC2 refuses DeleteImageUsageReport (a missing IAM permission).
     pub(super) delete_backoff: Option<Backoff>,
     /// Set while EC2 throttles the Region.
-    throttled: Option<Backoff>,
+    pub(super) throttled: Option<Backoff>,
     /// Images found by discovery, and when.
-    discovered: Vec<String>,
-    discovered_at: Option<SystemTime>,
+    pub(super) discovered: Vec<String>,
+    pub(super) discovered_at: Option<SystemTime>,
 }
 
 /// A target, its memory and its last results.
@@ -80,16 +91,10 @@ pub struct TargetPoller {
     /// (see `intern`); shared by all targets, and what no report holds is forgotten.
     pub(super) strings: Arc<Interner>,
     /// The last status of each image, served again when a later poll of the image fails.
-    last: HashMap<String, ImageStatus>,
+    pub(super) last: HashMap<String, ImageStatus>,
     /// Makes the next poll panic half-way, for the tests of what follows a panic.
     #[cfg(test)]
-    panic_next: bool,
-}
-
-/// The images of one target after a poll, and what the poll did.
-pub struct TargetPoll {
-    pub images: Vec<ImageStatus>,
-    pub stats: PollStats,
+    pub(super) panic_next: bool,
 }
 
 impl TargetPoller {
@@ -156,182 +161,6 @@ impl TargetPoller {
     /// Gives the target a new client (after the credentials changed), keeping all state.
     pub fn replace_client(&mut self, api: Ec2Client) {
         self.target.api = api;
-    }
-
-    /// Runs one poll of the target.
-    pub async fn poll(&mut self, now: SystemTime) -> TargetPoll {
-        let started = Instant::now();
-        self.metrics.polls.inc();
-        let mut stats = PollStats::default();
-        #[cfg(test)]
-        if std::mem::take(&mut self.panic_next) {
-            // Half-way through: some memory written, the rest not.
-            self.memory.seen_errors.insert("amiur-halfway".to_owned());
-            panic!("injected panic half-way through a poll");
-        }
-        let images = self.poll_images(now, &mut stats).await;
-        let serving: HashSet<&str> =
-            images.iter().filter_map(|s| s.report.as_ref()).map(|r| r.report_id.as_str()).collect();
-        // Reports no longer serving any image will not be read again: forget them.
-        self.cache.retain(|id, _| serving.contains(id.as_str()));
-        self.strings.forget_unused();
-        self.last = images.iter().map(|s| (s.image_id.to_string(), s.clone())).collect();
-
-        stats.images = images.len();
-        stats.failed_images = images.iter().filter(|s| !s.poll_success).count();
-        stats.series = images.iter().filter_map(|i| i.report.as_ref()).map(|r| r.usage.len()).sum();
-        if stats.failed_images > 0 {
-            self.metrics.poll_failures.inc();
-        }
-        self.metrics.poll_duration.with_label_values(&[&self.target.region]).set(started.elapsed().as_secs_f64());
-        TargetPoll { images, stats }
-    }
-
-    /// The steps of a poll, in order; each failed call is collected in `errors`, which decide
-    /// about throttling and credentials at the end.
-    async fn poll_images(&mut self, now: SystemTime, stats: &mut PollStats) -> Vec<ImageStatus> {
-        if let Some(backoff) = self.memory.throttled.filter(|b| !b.allows(now)) {
-            stats.regions_backing_off += 1;
-            tracing::debug!(aws_region = %self.target.region, failures = backoff.failures(), "EC2 throttled this Region; skipping it this poll");
-            return self.known_images().iter().map(|image| self.unrefreshed(image, now)).collect();
-        }
-        let mut errors: Vec<ApiError> = Vec::new();
-        let images = self.refresh_images(now, &mut errors).await;
-        let listing = self.list(&images).await;
-        errors.extend(listing.failed.values().cloned());
-
-        let (decisions, due) = self.decide(&images, &listing, now);
-        let created = self.create_reports(&due, now).await;
-        stats.reports_created += created.iter().filter(|r| r.is_ok()).count();
-        errors.extend(created.into_iter().filter_map(Result::err));
-
-        let (read, failed_reports) = self.read_serving(&decisions).await;
-        stats.reports_read += read;
-        errors.extend(failed_reports.values().cloned());
-        stats.reports_deleted += self.delete_superseded(&listing, &decisions, now).await;
-
-        self.note_throttling(&errors, now);
-        // Missing or rejected credentials: a rebuilt chain may find new ones (a rotated key, a
-        // refreshed token file).
-        stats.credentials_failed |= errors.iter().any(|e| e.code.is_credentials_problem());
-        self.statuses(decisions, &listing, &failed_reports, now)
-    }
-
-    /// Each image's status after the poll: refreshed, or its last data where a call it needed
-    /// failed.
-    fn statuses(
-        &self,
-        decisions: HashMap<String, Decision>,
-        listing: &Listing,
-        failed_reports: &HashMap<String, ApiError>,
-        now: SystemTime,
-    ) -> Vec<ImageStatus> {
-        let mut statuses = Vec::with_capacity(decisions.len() + listing.failed.len());
-        for (image, decision) in decisions {
-            let failed = decision.serving.as_ref().is_some_and(|r| failed_reports.contains_key(&r.id));
-            let status = if failed {
-                self.unrefreshed(&image, now)
-            } else {
-                ImageStatus {
-                    region: self.target.region.clone(),
-                    owner: self.target.owner.clone(),
-                    image_id: image.as_str().into(),
-                    poll_success: true,
-                    last_success: Some(now),
-                    pending_since: decision.pending_since,
-                    report_failures: decision.failures,
-                    report: decision.serving.as_ref().and_then(|r| self.cache.get(&r.id).cloned()),
-                }
-            };
-            statuses.push(status);
-        }
-        statuses.extend(listing.failed.keys().map(|image| self.unrefreshed(image, now)));
-        statuses
-    }
-
-    /// The target's images: the configured ones and those discovery found, refreshed when its
-    /// interval has passed. A failed refresh keeps the previous selection.
-    async fn refresh_images(&mut self, now: SystemTime, errors: &mut Vec<ApiError>) -> Vec<String> {
-        let target = &self.target;
-        let memory = &mut self.memory;
-        if let Some(discovery) = &target.discovery {
-            let due = memory
-                .discovered_at
-                .is_none_or(|at| now.duration_since(at).map_or(true, |age| age >= discovery.refresh_interval.get()));
-            if due {
-                match target.api.describe_images(&discovery.owners, &discovery.filters).await {
-                    Ok(found) => {
-                        if found != memory.discovered {
-                            tracing::info!(aws_region = %target.region, images = found.len(), "discovered images");
-                        }
-                        memory.discovered = found;
-                        memory.discovered_at = Some(now);
-                    }
-                    Err(error) => {
-                        tracing::warn!(aws_region = %target.region, %error, "cannot discover images; keeping the previous selection");
-                        errors.push(error);
-                    }
-                }
-            }
-        }
-        let mut images = target.images.clone();
-        images.extend(memory.discovered.iter().cloned());
-        images.sort();
-        images.dedup();
-        images
-    }
-
-    /// Throttling that outlasted the SDK's retries pushes the target's next poll back, so that
-    /// the exporter's request rate falls while EC2 is overloaded; a clean poll resets it.
-    fn note_throttling(&mut self, errors: &[ApiError], now: SystemTime) {
-        let memory = &mut self.memory;
-        if errors.iter().any(|e| e.code == Code::RequestLimitExceeded) {
-            let cap = MAX_THROTTLE_BACKOFF.max(self.settings.poll_interval);
-            let backoff = Backoff::after_failure(memory.throttled, now, self.settings.poll_interval, cap);
-            tracing::warn!(
-                aws_region = %self.target.region,
-                failures = backoff.failures(),
-                "EC2 throttled the exporter; polling this Region less often until it answers"
-            );
-            memory.throttled = Some(backoff);
-        } else {
-            memory.throttled = None;
-        }
-    }
-
-    /// Every image the target is known to serve: the watched ones, the discovered ones and those
-    /// of pinned reports.
-    fn known_images(&self) -> Vec<String> {
-        let mut images: Vec<String> = self.target.images.clone();
-        images.extend(self.memory.discovered.iter().cloned());
-        images.extend(self.memory.pinned_images.values().cloned());
-        images.sort();
-        images.dedup();
-        images
-    }
-
-    /// The status of an image that this poll did not refresh: its last data, with its usage
-    /// while the last success is within the staleness limit, then its status series alone.
-    fn unrefreshed(&self, image: &str, now: SystemTime) -> ImageStatus {
-        let within_limit =
-            |t: SystemTime| now.duration_since(t).map_or(true, |age| age <= self.settings.staleness_limit);
-        match self.last.get(image) {
-            Some(last) => ImageStatus {
-                poll_success: false,
-                report: last.report.clone().filter(|_| last.last_success.is_some_and(within_limit)),
-                ..last.clone()
-            },
-            None => ImageStatus {
-                region: self.target.region.clone(),
-                owner: self.target.owner.clone(),
-                image_id: image.into(),
-                poll_success: false,
-                last_success: None,
-                pending_since: None,
-                report_failures: 0,
-                report: None,
-            },
-        }
     }
 
     /// Counts (entries only) and logs what an answer held that could not be used.

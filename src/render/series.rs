@@ -7,7 +7,7 @@ use super::text::{TextFamily, unix_seconds};
 use crate::METRIC_PREFIX as PREFIX;
 use crate::config::AccountId;
 use crate::config::Config;
-use crate::snapshot::{ImageStatus, Snapshot};
+use crate::snapshot::{ImageStatus, ReportUsage, Snapshot};
 
 const CACHED: &str = "Read from EC2 AMI usage reports, which EC2 builds asynchronously and the exporter refreshes on a schedule (reports lag by up to a day)";
 
@@ -130,18 +130,7 @@ pub(crate) fn render_status(snapshot: &Snapshot) -> Vec<u8> {
 /// each image and on the options, so that it can be reused while neither changes. Images without a usable report get their status
 /// series but no usage series: a missing report is not zero usage.
 pub(crate) fn render_usage(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> {
-    let cap = |family| Capped { family, limit: options.max_series, dropped: 0 };
-    let mut resources = cap(TextFamily::gauge(
-        "resources",
-        &format!("Resources of an account that use the image, by resource type. {CACHED}."),
-    )
-    .reserve(snapshot.series_count()));
-    let mut unexpected = cap(TextFamily::gauge(
-        "unexpected_resources",
-        &format!(
-            "Resources of accounts not expected to use the image (see accounts.expected), by resource type. {CACHED}."
-        ),
-    ));
+    let mut usage = UsageFamilies::new(options, snapshot.series_count());
     let mut created = TextFamily::gauge(
         "report_creation_timestamp_seconds",
         "When EC2 created the report the usage figures come from (Unix time)",
@@ -154,36 +143,13 @@ pub(crate) fn render_usage(snapshot: &Snapshot, options: &RenderOptions) -> Vec<
         created.push(&labels, unix_seconds(report.created));
         info.push(&[labels.as_slice(), &[("report_id", &report.report_id)]].concat(), 1.0);
         if options.sum_all || options.sum_for.contains(&*image.image_id) {
-            // Summed over accounts: one series per resource type.
-            let mut total: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-            for (key, count) in &report.usage {
-                let entry = total.entry(&key.resource_type).or_default();
-                entry.0 += count;
-                if options.is_unexpected(&image.image_id, &key.account_id) {
-                    entry.1 += count;
-                }
-            }
-            for (resource_type, (all, other)) in total {
-                let series = [labels.as_slice(), &[("resource_type", resource_type)]].concat();
-                resources.push(&series, all as f64);
-                if options.expected.is_some() && other > 0 {
-                    unexpected.push(&series, other as f64);
-                }
-            }
-            continue;
-        }
-        for (key, count) in &report.usage {
-            let series =
-                [labels.as_slice(), &[("account_id", &key.account_id), ("resource_type", &key.resource_type)]].concat();
-            resources.push(&series, *count as f64);
-            if options.is_unexpected(&image.image_id, &key.account_id) {
-                unexpected.push(&series, *count as f64);
-            }
+            usage.push_summed(image, report, &labels);
+        } else {
+            usage.push_per_account(image, report, &labels);
         }
     }
     let mut out = Vec::new();
-    resources.family.append_to(&mut out);
-    unexpected.family.append_to(&mut out);
+    let dropped = usage.append_to(&mut out);
     for family in [created, info] {
         family.append_to(&mut out);
     }
@@ -196,23 +162,81 @@ pub(crate) fn render_usage(snapshot: &Snapshot, options: &RenderOptions) -> Vec<
         names.append_to(&mut out);
     }
     if options.max_series > 0 {
-        let dropped = resources.dropped + unexpected.dropped;
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                max_series = options.max_series,
-                "usage series over cardinality.max_series were left out"
-            );
-        }
-        let mut gauge = TextFamily::gauge(
-            "series_dropped",
-            "Usage series left out in the last poll because of cardinality.max_series",
-        );
-        gauge.push(&[], dropped as f64);
-        gauge.append_to(&mut out);
+        push_dropped(&mut out, dropped, options.max_series);
     }
     out.shrink_to_fit();
     out
+}
+
+/// The two usage families, all usage and unexpected usage, within the series budget.
+struct UsageFamilies<'a> {
+    options: &'a RenderOptions,
+    resources: Capped,
+    unexpected: Capped,
+}
+
+impl<'a> UsageFamilies<'a> {
+    fn new(options: &'a RenderOptions, series: usize) -> Self {
+        let cap = |family| Capped { family, limit: options.max_series, dropped: 0 };
+        let resources = TextFamily::gauge(
+            "resources",
+            &format!("Resources of an account that use the image, by resource type. {CACHED}."),
+        );
+        let unexpected = TextFamily::gauge(
+            "unexpected_resources",
+            &format!(
+                "Resources of accounts not expected to use the image (see accounts.expected), by resource type. {CACHED}."
+            ),
+        );
+        Self { options, resources: cap(resources.reserve(series)), unexpected: cap(unexpected) }
+    }
+
+    /// One series per account and resource type.
+    fn push_per_account(&mut self, image: &ImageStatus, report: &ReportUsage, labels: &[(&str, &str)]) {
+        for (key, count) in &report.usage {
+            let series = [labels, &[("account_id", &key.account_id), ("resource_type", &key.resource_type)]].concat();
+            self.resources.push(&series, *count as f64);
+            if self.options.is_unexpected(&image.image_id, &key.account_id) {
+                self.unexpected.push(&series, *count as f64);
+            }
+        }
+    }
+
+    /// Summed over accounts: one series per resource type.
+    fn push_summed(&mut self, image: &ImageStatus, report: &ReportUsage, labels: &[(&str, &str)]) {
+        let mut total: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (key, count) in &report.usage {
+            let entry = total.entry(&key.resource_type).or_default();
+            entry.0 += count;
+            if self.options.is_unexpected(&image.image_id, &key.account_id) {
+                entry.1 += count;
+            }
+        }
+        for (resource_type, (all, other)) in total {
+            let series = [labels, &[("resource_type", resource_type)]].concat();
+            self.resources.push(&series, all as f64);
+            if self.options.expected.is_some() && other > 0 {
+                self.unexpected.push(&series, other as f64);
+            }
+        }
+    }
+
+    /// Appends both families; returns how many series the budget left out.
+    fn append_to(self, out: &mut Vec<u8>) -> u64 {
+        self.resources.family.append_to(out);
+        self.unexpected.family.append_to(out);
+        self.resources.dropped + self.unexpected.dropped
+    }
+}
+
+fn push_dropped(out: &mut Vec<u8>, dropped: u64, max_series: u64) {
+    if dropped > 0 {
+        tracing::warn!(dropped, max_series, "usage series over cardinality.max_series were left out");
+    }
+    let mut gauge =
+        TextFamily::gauge("series_dropped", "Usage series left out in the last poll because of cardinality.max_series");
+    gauge.push(&[], dropped as f64);
+    gauge.append_to(out);
 }
 
 /// The names of every family the exporter can serve; used by tests and the docs check.

@@ -11,7 +11,7 @@
 //! turned on or off without a restart, as with the toolkit.
 //!
 //! bcrypt is deliberately slow (tens of milliseconds at cost 10). Verifications run on the
-//! blocking pool, at most [`MAX_CONCURRENT_BCRYPT`] at once, and a successful one is cached
+//! blocking pool, at most [`MAX_CONCURRENT_BCRYPT`](auth::MAX_CONCURRENT_BCRYPT) at once, and a successful one is cached
 //! under a digest of user, password and stored hash (so a changed hash invalidates it): a
 //! scraper sending the same credentials every 15 s costs one verification, not one per scrape.
 //!

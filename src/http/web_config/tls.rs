@@ -31,12 +31,42 @@ Client sent an HTTP request to an HTTPS server.\n";
 const TLS13_SUITE_NAMES: &[&str] =
     &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"];
 
+const T: &str = "tls_server_config";
+
+/// The TLS acceptor `tls_server_config` describes; `None` when it configures no TLS.
 pub(super) fn build_tls(
     raw: &RawTls,
     files: &mut Files,
     warnings: &mut Vec<String>,
 ) -> Result<Option<TlsAcceptor>, FieldError> {
-    const T: &str = "tls_server_config";
+    if !enabled(raw)? {
+        return Ok(None);
+    }
+    if raw.client_allowed_sans.is_some() {
+        return fail(format!("{T}.client_allowed_sans"), "not supported by this exporter");
+    }
+    let cert = pem(files, ("cert", &raw.cert), ("cert_file", &raw.cert_file), certificates)?;
+    let Some((chain, _)) = cert else { return fail(format!("{T}.cert_file"), "required (or cert)") };
+    let key = pem(files, ("key", &raw.key), ("key_file", &raw.key_file), private_key)?;
+    let Some((key, key_field)) = key else { return fail(format!("{T}.key_file"), "required (or key)") };
+    let client_cas = pem(files, ("client_ca", &raw.client_ca), ("client_ca_file", &raw.client_ca_file), roots)?;
+    let versions = versions(raw, warnings)?;
+    let provider = provider(raw)?;
+    let verifier = verifier(raw, client_cas.map(|(roots, _)| roots), &provider)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| (format!("{T}.cipher_suites"), format!("no cipher suite fits the TLS versions: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| (key_field, format!("unusable with the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = raw.prefer_server_cipher_suites.unwrap_or(true);
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// Whether the section turns TLS on: a certificate, key or CA, or a client auth type. TLS
+/// settings without any of them are a mistake, not a request for plain HTTP.
+fn enabled(raw: &RawTls) -> Result<bool, FieldError> {
     let enabled = [&raw.cert, &raw.key, &raw.client_ca, &raw.cert_file, &raw.key_file, &raw.client_ca_file]
         .iter()
         .any(|v| given(v).is_some())
@@ -46,50 +76,40 @@ pub(super) fn build_tls(
         || raw.cipher_suites.is_some()
         || raw.curve_preferences.is_some()
         || raw.prefer_server_cipher_suites.is_some();
-    if !enabled {
-        if other_settings {
-            return fail(format!("{T}.cert_file"), "required (or cert) when TLS settings are given");
-        }
-        return Ok(None);
+    if !enabled && other_settings {
+        return fail(format!("{T}.cert_file"), "required (or cert) when TLS settings are given");
     }
-    if raw.client_allowed_sans.is_some() {
-        return fail(format!("{T}.client_allowed_sans"), "not supported by this exporter");
+    Ok(enabled)
+}
+
+/// A PEM given inline or in a file (at most one of the two), parsed by `parse`; with the field
+/// it came from. `None` when neither is given.
+fn pem<V>(
+    files: &mut Files,
+    (inline_name, inline): (&str, &Option<String>),
+    (file_name, file): (&str, &Option<String>),
+    parse: impl Fn(&[u8], &str) -> Result<V, String>,
+) -> Result<Option<(V, String)>, FieldError> {
+    let (inline_field, file_field) = (format!("{T}.{inline_name}"), format!("{T}.{file_name}"));
+    match (given(inline), given(file)) {
+        (Some(_), Some(_)) => fail(inline_field, format!("give {inline_name} or {file_name}, not both")),
+        (None, None) => Ok(None),
+        (Some(text), None) => {
+            let value = parse(text.as_bytes(), inline_name).map_err(|m| (inline_field.clone(), m))?;
+            Ok(Some((value, inline_field)))
+        }
+        (None, Some(name)) => {
+            let (path, bytes) = files.read(name).map_err(|m| (file_field.clone(), m))?;
+            let value = parse(&bytes, &path.display().to_string()).map_err(|m| (file_field.clone(), m))?;
+            Ok(Some((value, file_field)))
+        }
     }
+}
 
-    // Certificate chain and key, from a file or inline.
-    let chain = match (given(&raw.cert), given(&raw.cert_file)) {
-        (Some(_), Some(_)) => return fail(format!("{T}.cert"), "give cert or cert_file, not both"),
-        (None, None) => return fail(format!("{T}.cert_file"), "required (or cert)"),
-        (Some(pem), None) => certificates(pem.as_bytes(), "cert").map_err(|m| (format!("{T}.cert"), m))?,
-        (None, Some(name)) => {
-            let (path, bytes) = files.read(name).map_err(|m| (format!("{T}.cert_file"), m))?;
-            certificates(&bytes, &path.display().to_string()).map_err(|m| (format!("{T}.cert_file"), m))?
-        }
-    };
-    let (key, key_field) = match (given(&raw.key), given(&raw.key_file)) {
-        (Some(_), Some(_)) => return fail(format!("{T}.key"), "give key or key_file, not both"),
-        (None, None) => return fail(format!("{T}.key_file"), "required (or key)"),
-        (Some(pem), None) => {
-            (private_key(pem.as_bytes(), "key").map_err(|m| (format!("{T}.key"), m))?, format!("{T}.key"))
-        }
-        (None, Some(name)) => {
-            let (path, bytes) = files.read(name).map_err(|m| (format!("{T}.key_file"), m))?;
-            let key = private_key(&bytes, &path.display().to_string()).map_err(|m| (format!("{T}.key_file"), m))?;
-            (key, format!("{T}.key_file"))
-        }
-    };
-    let client_cas = match (given(&raw.client_ca), given(&raw.client_ca_file)) {
-        (Some(_), Some(_)) => return fail(format!("{T}.client_ca"), "give client_ca or client_ca_file, not both"),
-        (None, None) => None,
-        (Some(pem), None) => Some(roots(pem.as_bytes(), "client_ca").map_err(|m| (format!("{T}.client_ca"), m))?),
-        (None, Some(name)) => {
-            let (path, bytes) = files.read(name).map_err(|m| (format!("{T}.client_ca_file"), m))?;
-            Some(roots(&bytes, &path.display().to_string()).map_err(|m| (format!("{T}.client_ca_file"), m))?)
-        }
-    };
-
-    // Versions: rustls speaks TLS 1.2 and 1.3 only. A floor of 1.0 or 1.1 is raised to 1.2 (the
-    // result is stricter than asked, never weaker); a ceiling below 1.2 cannot be honoured.
+/// The protocol versions: rustls speaks TLS 1.2 and 1.3 only. A floor of 1.0 or 1.1 is raised
+/// to 1.2 (the result is stricter than asked, never weaker); a ceiling below 1.2 cannot be
+/// honoured.
+fn versions(raw: &RawTls, warnings: &mut Vec<String>) -> Result<Vec<&'static SupportedProtocolVersion>, FieldError> {
     let mut min = raw.min_version.unwrap_or(TlsVersion::Tls12);
     let max = raw.max_version.unwrap_or(TlsVersion::Tls13);
     if max < TlsVersion::Tls12 {
@@ -102,13 +122,15 @@ pub(super) fn build_tls(
     if min > max {
         return fail(format!("{T}.min_version"), "must not be above max_version");
     }
-    let versions: Vec<&'static SupportedProtocolVersion> =
-        [(TlsVersion::Tls12, &rustls::version::TLS12), (TlsVersion::Tls13, &rustls::version::TLS13)]
-            .into_iter()
-            .filter(|(v, _)| (min..=max).contains(v))
-            .map(|(_, p)| p)
-            .collect();
+    Ok([(TlsVersion::Tls12, &rustls::version::TLS12), (TlsVersion::Tls13, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(v, _)| (min..=max).contains(v))
+        .map(|(_, p)| p)
+        .collect())
+}
 
+/// aws-lc-rs, with the cipher suites and key exchange groups the section restricts it to.
+fn provider(raw: &RawTls) -> Result<Arc<rustls::crypto::CryptoProvider>, FieldError> {
     let mut provider = aws_lc_rs::default_provider();
     if let Some(names) = &raw.cipher_suites {
         provider.cipher_suites = cipher_suites(names, &provider.cipher_suites)?;
@@ -116,10 +138,17 @@ pub(super) fn build_tls(
     if let Some(names) = &raw.curve_preferences {
         provider.kx_groups = key_exchange_groups(names)?;
     }
-    let provider = Arc::new(provider);
+    Ok(Arc::new(provider))
+}
 
+/// How client certificates are asked for and checked (`client_auth_type`, `client_ca`).
+fn verifier(
+    raw: &RawTls,
+    client_cas: Option<RootCertStore>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, FieldError> {
     let auth = raw.client_auth_type.unwrap_or(ClientAuth::NoClientCert);
-    let verifier: Arc<dyn ClientCertVerifier> = match (auth, client_cas) {
+    Ok(match (auth, client_cas) {
         (ClientAuth::NoClientCert, Some(_)) => {
             return fail(
                 format!("{T}.client_auth_type"),
@@ -138,22 +167,12 @@ pub(super) fn build_tls(
             );
         }
         (ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert, Some(roots)) => {
-            let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+            let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
             let builder =
                 if auth == ClientAuth::VerifyClientCertIfGiven { builder.allow_unauthenticated() } else { builder };
             builder.build().map_err(|e| (format!("{T}.client_ca_file"), format!("unusable client CA: {e}")))?
         }
-    };
-
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&versions)
-        .map_err(|e| (format!("{T}.cipher_suites"), format!("no cipher suite fits the TLS versions: {e}")))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| (key_field, format!("unusable with the certificate: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.ignore_client_order = raw.prefer_server_cipher_suites.unwrap_or(true);
-    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    })
 }
 
 fn certificates(pem: &[u8], source: &str) -> Result<Vec<CertificateDer<'static>>, String> {
