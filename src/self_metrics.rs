@@ -212,9 +212,9 @@ impl SelfMetrics {
     }
 }
 
-/// How long sampled process metrics are reused. Sampling reads several files under /proc
-/// (about 90 us, more than everything else a scrape does), and a value a second old tells a
-/// dashboard the same thing.
+/// How long sampled process metrics are reused. Sampling reads several files under /proc, more
+/// work than everything else a scrape does (BENCHMARKS.md, "What changed"), and a value a
+/// second old tells a dashboard the same thing.
 const PROCESS_METRICS_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// A collector whose samples are reused for `max_age`: scrapes in a burst (several Prometheus

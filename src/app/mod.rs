@@ -107,8 +107,8 @@ pub async fn run_on(cli: Cli, listeners: Option<Vec<TcpListener>>) -> Result<(),
     Ok(())
 }
 
-/// Loads `--web.config.file` off the async threads: it hashes with bcrypt (up to about 2 s at
-/// the highest cost it accepts), which would stall whatever else those threads run.
+/// Loads `--web.config.file` off the async threads: it hashes with bcrypt (deliberately slow, see
+/// `MAX_BCRYPT_COST`), which would stall whatever else those threads run.
 async fn load_web_config(path: Option<PathBuf>) -> Result<Option<Arc<WebConfigSource>>, AppError> {
     let loaded = tokio::task::spawn_blocking(move || WebConfigSource::from_flag(path.as_deref())).await;
     match loaded {

@@ -241,25 +241,8 @@ impl Ec2Client {
         strings: &Interner,
         chain: &mut EntryChain,
     ) -> Result<(), ApiError> {
-        match self.follow_entries(report_ids, query, strings, chain).await {
-            Err(error) if chain.pages.fetched > 0 && error.code == Code::InvalidPaginationToken => {
-                tracing::debug!(aws_region = %self.region, pages = chain.pages.fetched, %error, "EC2 refused the saved nextToken; reading the entries from the first page");
-                *chain = EntryChain::default();
-                self.follow_entries(report_ids, query, strings, chain).await
-            }
-            outcome => outcome,
-        }
-    }
-
-    async fn follow_entries(
-        &self,
-        report_ids: &[String],
-        query: &EntryQuery,
-        strings: &Interner,
-        chain: &mut EntryChain,
-    ) -> Result<(), ApiError> {
         let filters = entry_filters(query);
-        let request = |token| {
+        let mut request = |token| {
             self.client
                 .describe_image_usage_report_entries()
                 .set_report_ids(Some(report_ids.to_vec()))
@@ -268,21 +251,33 @@ impl Ec2Client {
                 .set_next_token(token)
                 .send()
         };
-        let (entries, skipped) = (&mut chain.entries, &mut chain.skipped);
-        let read = |page: aws_sdk_ec2::operation::describe_image_usage_report_entries::DescribeImageUsageReportEntriesOutput| {
-            // One lock per page; released before the next call is awaited.
-            let mut strings = strings.lock();
-            for listed in page.image_usage_report_entries() {
-                match convert::entry(listed, &mut strings) {
-                    Ok(e) => entries.push(e),
-                    Err(why) => skipped.add(|| why),
+        let mut restarted = false;
+        loop {
+            let (entries, skipped) = (&mut chain.entries, &mut chain.skipped);
+            let read = |page: aws_sdk_ec2::operation::describe_image_usage_report_entries::DescribeImageUsageReportEntriesOutput| {
+                // One lock per page; released before the next call is awaited.
+                let mut strings = strings.lock();
+                for listed in page.image_usage_report_entries() {
+                    match convert::entry(listed, &mut strings) {
+                        Ok(e) => entries.push(e),
+                        Err(why) => skipped.add(|| why),
+                    }
                 }
+                page.next_token().map(str::to_owned)
+            };
+            match self.paginate(&mut chain.pages, &mut request, read).await {
+                Ok(()) => {
+                    chain.done = true;
+                    return Ok(());
+                }
+                Err(error) if !restarted && chain.pages.fetched > 0 && error.code == Code::InvalidPaginationToken => {
+                    tracing::debug!(aws_region = %self.region, pages = chain.pages.fetched, %error, "EC2 refused the saved nextToken; reading the entries from the first page");
+                    *chain = EntryChain::default();
+                    restarted = true;
+                }
+                Err(error) => return Err(error),
             }
-            page.next_token().map(str::to_owned)
-        };
-        self.paginate(&mut chain.pages, request, read).await?;
-        chain.done = true;
-        Ok(())
+        }
     }
 
     /// Lists the IDs of available images of `owners` matching `filters`, all pages.

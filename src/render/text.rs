@@ -12,7 +12,7 @@ pub(super) fn unix_seconds(t: SystemTime) -> f64 {
 /// One gauge family of the usage exposition, written straight to text.
 ///
 /// The usage part can be a million series. Building `prometheus::proto` messages for it (eight
-/// `String`s and a `Vec` per series) and encoding them took about ten times the memory of the
+/// `String`s and a `Vec` per series) and encoding them took many times the memory of the
 /// text and most of the render time (BENCHMARKS.md), so the text is written directly, in the
 /// byte-identical format of the prometheus crate's `TextEncoder`.
 pub(super) struct TextFamily {

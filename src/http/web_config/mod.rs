@@ -53,11 +53,11 @@ use reload::{Files, Stamp, Watched};
 use schema::{FieldError, RawWebConfig, fail};
 use tls::build_tls;
 
-/// The highest bcrypt cost accepted. A verification takes 0.13 s at cost 10 (what the toolkit's
-/// documentation uses) and 2 s at cost 14 on a 2-core machine (release build), doubling with
-/// each step. A hash at the highest cost in the file is made at load (the one unknown users
-/// are checked against), so cost 31 would stall start-up for days; and every scrape with new
-/// credentials pays a verification.
+/// The highest bcrypt cost accepted. A verification doubles in time with each step of cost:
+/// cost 10 is what the toolkit's documentation uses, and cost 14 takes sixteen times as long,
+/// about the most a start-up should wait. A hash at the highest cost in the file is made at
+/// load (the one unknown users are checked against), so cost 31 would stall start-up for days;
+/// and every scrape with new credentials pays a verification.
 pub const MAX_BCRYPT_COST: u32 = 14;
 /// The headers the toolkit lets a web configuration set, with their allowed values (empty:
 /// any). Everything else, Content-Type or WWW-Authenticate included, is refused.
