@@ -192,8 +192,10 @@ async fn steady_state_costs_one_list_call_per_200_images() {
     assert!(old.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
     let per_poll = images_count.div_ceil(200);
     let before = list_calls_per_poll(sim, started);
+    // The busiest poll, not the second to last: on a loaded machine the pages of one poll can be
+    // more than a burst gap apart, which splits its burst in two.
     assert!(
-        before.iter().rev().nth(1).is_some_and(|n| *n > per_poll),
+        before.iter().max().is_some_and(|n| *n > per_poll),
         "with every report kept, a poll needs more pages than batches: {before:?}"
     );
     assert_eq!(sim.request_counts().get(DELETE), None, "delete_superseded: false deletes nothing");
