@@ -483,6 +483,10 @@ fn every_alert_is_complete_and_unit_tested() {
         .collect();
     let mut alerts = Vec::new();
     for rule in seq_at(&groups[0], &["rules"], rules_file) {
+        // A recording rule has no alert's fields; promtool checks it, and rules_test.yml its value.
+        if rule.get("record").is_some() {
+            continue;
+        }
         let alert = str_at(rule, &["alert"], rules_file);
         for keys in [
             &["expr"][..],
