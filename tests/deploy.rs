@@ -18,7 +18,14 @@ use serde_yaml::Value;
 /// Metrics the rules or the dashboard already use but README.md does not list yet, because the
 /// feature is being added at the same time. Remove a name once the README's metrics table has it
 /// (the test says so).
-const COMING_METRICS: &[&str] = &[];
+const COMING_METRICS: &[&str] = &[
+    "ami_usage_image_info",
+    "ami_usage_image_creation_timestamp_seconds",
+    "ami_usage_image_last_launched_timestamp_seconds",
+    "ami_usage_image_deprecation_timestamp_seconds",
+    "ami_usage_references",
+    "ami_usage_references_last_success_timestamp_seconds",
+];
 
 const CONFIG_PATH_IN_IMAGE: &str = "/etc/ami-usage-exporter/config.yml";
 
@@ -476,6 +483,10 @@ fn every_alert_is_complete_and_unit_tested() {
         .collect();
     let mut alerts = Vec::new();
     for rule in seq_at(&groups[0], &["rules"], rules_file) {
+        // A recording rule has no alert's fields; promtool checks it, and rules_test.yml its value.
+        if rule.get("record").is_some() {
+            continue;
+        }
         let alert = str_at(rule, &["alert"], rules_file);
         for keys in [
             &["expr"][..],
