@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
+use crate::facts;
 use crate::ids::IdGen;
 use crate::model::{CreateRequest, Image, Report, ReportState, ResourceTypeSpec, Usage, UsageEntry, snapshot};
 use crate::rng::{SplitMix64, mix64};
@@ -113,19 +114,26 @@ fn generate_accounts(rng: &mut SplitMix64, spec: &DatasetSpec) -> Vec<String> {
     set.into_iter().collect()
 }
 
-fn generate_image(rng: &mut SplitMix64, ids: &IdGen, spec: &DatasetSpec, index: usize, now: SystemTime) -> Image {
+fn generate_image(rng: &mut SplitMix64, ids: &IdGen, spec: &DatasetSpec, index: usize, facts: facts::Facts) -> Image {
     let name = format!("golden-base-{}", index + 1);
-    let age = DAY * (30 + rng.below(400) as u32) + Duration::from_secs(rng.below(86_400));
+    // The creation date used to be drawn here; the draws stay so that a seed still gives the same counts, and the
+    // date now comes from the facts stream with the image's other facts.
+    let _ = rng.below(400);
+    let _ = rng.below(86_400);
     let architecture = if rng.chance(1, 4) { "arm64" } else { "x86_64" };
     // Tags used to be drawn at random; the draw stays so that a seed still gives the same counts.
     let _ = rng.below(4);
     Image {
         id: ids.image_id(index as u64),
         owner_id: spec.owner_account.clone(),
-        creation_date: ago(now, age),
+        creation_date: facts.creation_date,
         architecture,
         tags: image_tags(&name, index),
         name,
+        state: facts.state.to_string(),
+        public: facts.public,
+        deprecation_time: facts.deprecation_time,
+        last_launched_time: facts.last_launched_time,
     }
 }
 
@@ -216,11 +224,13 @@ fn older_entries(
 
 pub(crate) fn generate(spec: &DatasetSpec, timing: Timing, ids: &mut IdGen) -> Dataset {
     let mut rng = SplitMix64::new(spec.seed);
+    let mut facts_rng = facts::stream(spec.seed);
     let accounts = generate_accounts(&mut rng, spec);
     let mut images = Vec::with_capacity(spec.images);
     let mut usage = Vec::with_capacity(spec.images);
     for index in 0..spec.images {
-        images.push(generate_image(&mut rng, ids, spec, index, timing.now));
+        let facts = facts::draw(&mut facts_rng, index, timing.now);
+        images.push(generate_image(&mut rng, ids, spec, index, facts));
         usage.push(generate_usage(&mut rng, spec, &accounts, index));
     }
 

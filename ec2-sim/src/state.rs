@@ -415,6 +415,11 @@ impl State {
         &self.owners[owner].images
     }
 
+    /// A registered image of any owner, to change its facts.
+    pub(crate) fn image_mut(&mut self, id: &str) -> Option<&mut Image> {
+        self.owners.iter_mut().flat_map(|o| o.images.iter_mut()).find(|i| i.id == id)
+    }
+
     pub(crate) fn has_image(&self, owner: OwnerIx, id: &str) -> bool {
         self.owners[owner].usage.contains_key(id)
     }
@@ -446,6 +451,10 @@ impl State {
             creation_date: now,
             architecture: "x86_64",
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            state: "available".to_string(),
+            public: false,
+            deprecation_time: None,
+            last_launched_time: None,
         });
         o.usage.insert(id.clone(), Usage::new());
         id
