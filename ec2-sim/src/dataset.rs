@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use crate::facts;
 use crate::ids::IdGen;
 use crate::model::{CreateRequest, Image, Report, ReportState, ResourceTypeSpec, Usage, UsageEntry, snapshot};
+use crate::references::{self, Reference};
 use crate::rng::{SplitMix64, mix64};
 use crate::timefmt::truncate_to_millis;
 
@@ -79,6 +80,10 @@ pub(crate) struct Dataset {
     /// Parallel to `images`.
     pub(crate) usage: Vec<Usage>,
     pub(crate) reports: Vec<Report>,
+    /// In-account references to the images.
+    pub(crate) references: Vec<Reference>,
+    /// Where the references stream stands, for the resource IDs of references added later.
+    pub(crate) reference_rng: SplitMix64,
 }
 
 /// The parameters of the reports that exist at start: all accounts, every resource type of the dataset, and
@@ -293,7 +298,8 @@ pub(crate) fn generate(spec: &DatasetSpec, timing: Timing, ids: &mut IdGen) -> D
             push(&mut reports, ids, usual_request(spec, &image.id), ReportState::Pending, created, Vec::new());
         }
     }
-    Dataset { accounts, images, usage, reports }
+    let (references, reference_rng) = references::generate(spec.seed, &images);
+    Dataset { accounts, images, usage, reports, references, reference_rng }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod ids;
 mod model;
 mod pagination;
 mod query;
+mod references;
 mod rng;
 mod running;
 mod server;
@@ -28,5 +29,9 @@ pub use config::{CreateOutcome, RoleSpec, SimConfig};
 pub use dataset::DatasetSpec;
 pub use fault::{Fault, FaultRule};
 pub use model::{IMAGE_STATES, ImageFacts, ReportState, ReportView, ResourceTypeSpec, TruthEntry};
+pub use references::{
+    DEFAULT_REFERENCE_REGION, DEFAULT_REFERENCE_VERSION_DEPTH, INSTANCE_STATES, REFERENCE_RESOURCE_TYPES,
+    ReferenceKind, ReferenceQuery, ReferenceTypeQuery, ReferenceView,
+};
 pub use running::RunningSimulator;
 pub use sim::Simulator;

@@ -16,6 +16,7 @@ use crate::config::SimConfig;
 use crate::fault::{self, Answer, FaultRule};
 use crate::model::{Image, ImageFacts, ReportView, TruthEntry};
 use crate::query::Params;
+use crate::references::{INSTANCE_STATES, MAX_VERSION_DEPTH, ReferenceKind, ReferenceQuery, ReferenceView};
 use crate::sigv4::CredentialScope;
 use crate::state::{OwnerIx, PRIMARY, State};
 use crate::timefmt::{round_to_minute, truncate_to_millis};
@@ -162,6 +163,79 @@ impl Simulator {
     /// If `image_id` is not a registered image.
     pub fn set_last_launched_time(&self, image_id: &str, time: Option<SystemTime>) {
         self.change_image("set_last_launched_time", image_id, |i| i.last_launched_time = time.map(truncate_to_millis));
+    }
+
+    /// The primary owner's in-account references (what `DescribeImageReferences` can list), in the order they
+    /// came to be: the dataset's by image and resource type, then any `add_reference`. ARNs name
+    /// `DEFAULT_REFERENCE_REGION`; `ReferenceView::arn_in` gives them for the Region a client signs for.
+    pub fn references(&self) -> Vec<ReferenceView> {
+        self.references_of_ix(None)
+    }
+
+    /// Like `references`, for any owner account.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn references_of(&self, owner: &str) -> Vec<ReferenceView> {
+        self.references_of_ix(Some(owner))
+    }
+
+    fn references_of_ix(&self, owner: Option<&str>) -> Vec<ReferenceView> {
+        self.with(|s| {
+            let o = owner.map_or(PRIMARY, |account| Self::owner(s, account));
+            let account = s.spec(o).owner_account.clone();
+            s.references(o).iter().map(|r| r.view(&account)).collect()
+        })
+    }
+
+    /// How many references of the primary owner a `DescribeImageReferences` with this query would list, per
+    /// (image ID, resource type), for every image (a client asking for some images sees their share). Zero counts
+    /// are left out.
+    pub fn reference_counts(&self, query: &ReferenceQuery) -> BTreeMap<(String, String), usize> {
+        self.reference_counts_of_ix(None, query)
+    }
+
+    /// Like `reference_counts`, for any owner account.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn reference_counts_of(&self, owner: &str, query: &ReferenceQuery) -> BTreeMap<(String, String), usize> {
+        self.reference_counts_of_ix(Some(owner), query)
+    }
+
+    fn reference_counts_of_ix(&self, owner: Option<&str>, query: &ReferenceQuery) -> BTreeMap<(String, String), usize> {
+        self.with(|s| {
+            let o = owner.map_or(PRIMARY, |account| Self::owner(s, account));
+            let mut counts = BTreeMap::new();
+            for r in s.references(o).iter().filter(|r| query.matches(r)) {
+                *counts.entry((r.image_id.clone(), r.kind.resource_type().to_string())).or_insert(0) += 1;
+            }
+            counts
+        })
+    }
+
+    /// A new resource in `owner`'s account that references `image_id`, which may be any well-formed AMI ID (the
+    /// owner's, another owner's, or none of this simulator's, like a public image). Returns it, with its new ARN.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account, `image_id` is not a well-formed AMI ID, an instance state is not one of
+    /// `INSTANCE_STATES`, or a launch template depth is not 1 to 10000.
+    pub fn add_reference(&self, owner: &str, image_id: &str, kind: ReferenceKind) -> ReferenceView {
+        assert!(crate::ids::is_image_id(image_id), "add_reference: {image_id} is not an AMI ID");
+        match &kind {
+            ReferenceKind::Instance { state } => {
+                assert!(INSTANCE_STATES.contains(&state.as_str()), "add_reference: unknown instance state {state}");
+            }
+            ReferenceKind::LaunchTemplate { depth } => {
+                assert!((1..=MAX_VERSION_DEPTH).contains(depth), "add_reference: depth {depth} is not 1 to 10000");
+            }
+            _ => {}
+        }
+        self.with(|s| {
+            let o = Self::owner(s, owner);
+            let account = s.spec(o).owner_account.clone();
+            s.add_reference(o, image_id, kind).view(&account)
+        })
     }
 
     /// The primary owner's consumer accounts, sorted. The owner account is not among them.
