@@ -242,7 +242,7 @@ pub(crate) fn unreferenced(index: usize) -> bool {
 /// second `stopped`; 2 to 4 launch templates, the first found only beyond depth 10 (11 to 30), the second within
 /// the newest three versions; 1 to 4 of each other type.
 fn fully_referenced(index: usize) -> bool {
-    index % 5 == 0
+    index.is_multiple_of(5)
 }
 
 fn kinds_of(rng: &mut SplitMix64, index: usize) -> Vec<ReferenceKind> {
