@@ -352,3 +352,14 @@ async fn a_failed_reference_count_keeps_the_last_counts_and_their_time() {
     let third = h.poll().await;
     assert!(third.images[0].references.as_ref().map(|r| r.measured) > measured, "counted again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_describe_image_references_usage_and_facts_are_intact() {
+    let mut h = Harness::new(6, "references:\n  enabled: true").await;
+    h.sim().add_fault(FaultRule::new(Fault::Unauthorized).on("DescribeImageReferences"));
+    let poll = h.poll().await;
+    assert!(references_of(&poll).is_empty(), "not measured: absent");
+    assert_eq!(served(&poll.images), h.truth());
+    assert_eq!(facts_of(&poll), true_facts(h.sim()));
+    assert!(poll.images.iter().all(|i| i.poll_success), "the images themselves were refreshed");
+}
