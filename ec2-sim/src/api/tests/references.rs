@@ -332,3 +332,44 @@ fn faults_of_paginated_describe_calls_apply() {
     assert_eq!(sim.fault_hits().get("repeat_token"), Some(&1));
     assert_eq!(sim.request_counts().get(ACTION.1), Some(&5));
 }
+
+#[test]
+fn same_seed_same_facts_and_references() {
+    let a = sim();
+    let b = sim();
+    assert_eq!(a.references(), b.references());
+    assert!(!a.references().is_empty());
+    let timeless = |s: &Simulator| {
+        s.image_facts()
+            .into_iter()
+            .map(|f| {
+                (f.image_id, f.name, f.state, f.public, f.deprecation_time.is_some(), f.last_launched_time.is_some())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(timeless(&a), timeless(&b));
+    // Times are relative to the start: two simulators started together agree within a second.
+    for (x, y) in a.image_facts().iter().zip(b.image_facts()) {
+        let close = |p: std::time::SystemTime, q: std::time::SystemTime| {
+            p.duration_since(q).or_else(|_| q.duration_since(p)).is_ok_and(|d| d.as_secs() < 61)
+        };
+        assert!(close(x.creation_date, y.creation_date));
+        assert!(x.last_launched_time.zip(y.last_launched_time).is_none_or(|(p, q)| close(p, q)));
+        assert!(x.deprecation_time.zip(y.deprecation_time).is_none_or(|(p, q)| close(p, q)));
+    }
+    let c = Simulator::new(SimConfig {
+        dataset: DatasetSpec { seed: 2, ..DatasetSpec::default() },
+        ..SimConfig::default()
+    });
+    assert_ne!(
+        a.references().iter().map(|v| &v.arn).collect::<Vec<_>>(),
+        c.references().iter().map(|v| &v.arn).collect::<Vec<_>>()
+    );
+    // Another owner gets references of its own, in its own account.
+    let spec = DatasetSpec::default();
+    let two = Simulator::new(SimConfig { extra_owners: vec![spec.for_owner("222222222222")], ..SimConfig::default() });
+    let theirs = two.references_of("222222222222");
+    assert!(!theirs.is_empty() && theirs.iter().all(|v| v.arn.contains(":222222222222:")));
+    assert!(theirs.iter().all(|v| two.image_ids_of("222222222222").contains(&v.image_id)));
+    assert_eq!(two.references(), a.references(), "the primary owner's are those of a single-owner simulator");
+}
