@@ -11,6 +11,7 @@ use crate::sim::Simulator;
 use crate::xml::assert_well_formed;
 
 mod images;
+mod references;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
