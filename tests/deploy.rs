@@ -929,3 +929,29 @@ fn promtool_checks_and_unit_tests_pass() {
     let path = path.to_str().expect("the target directory is UTF-8");
     run_promtool(&promtool, &["check", "rules", path]);
 }
+
+/// The scan permissions DescribeImageReferences needs, each resource type's, granted only through
+/// EC2 (`aws:CalledVia`), as AWS's managed AmazonEC2ImageReferencesAccessPolicy does.
+#[test]
+fn the_image_references_scan_policy_holds_every_scan_permission_only_through_ec2() {
+    let scan = allowed_actions("image-references-scan-policy.json");
+    let needed = [
+        "ec2:DescribeInstances",
+        "ec2:DescribeLaunchTemplates",
+        "ec2:DescribeLaunchTemplateVersions",
+        "ssm:DescribeParameters",
+        "ssm:GetParameters",
+        "imagebuilder:ListImageRecipes",
+        "imagebuilder:ListContainerRecipes",
+        "imagebuilder:GetContainerRecipe",
+    ];
+    assert_eq!(scan, needed.iter().map(|a| (*a).to_owned()).collect::<BTreeSet<_>>());
+    let policy = json(&root().join("deploy/iam/image-references-scan-policy.json"));
+    for statement in policy["Statement"].as_array().into_iter().flatten() {
+        let called_via = &statement["Condition"]["ForAnyValue:StringEquals"]["aws:CalledVia"];
+        assert_eq!(called_via, &serde_json::json!(["ec2-images.amazonaws.com"]), "{statement}");
+    }
+    for file in ["read-only-policy.json", "report-managing-policy.json"] {
+        assert!(allowed_actions(file).contains("ec2:DescribeImageReferences"), "{file}");
+    }
+}

@@ -326,8 +326,18 @@ async fn references_equal_the_ground_truth_across_pages_and_batches_of_ten() {
     let mut h = Harness::new(23, "references:\n  enabled: true").await;
     let poll = h.poll().await;
     assert_eq!(references_of(&poll), true_references(h.sim(), &ReferenceQuery::all(), &all));
-    let calls = h.calls()["DescribeImageReferences"];
-    assert!(calls >= 3, "23 images: at least 3 calls of at most 10 ({calls})");
+    // Batches of 10 sorted images, each read in pages of 5 references (one page when empty).
+    let mut images = h.sim().image_ids();
+    images.sort();
+    let counts = h.sim().reference_counts(&ReferenceQuery::all());
+    let pages: u64 = images
+        .chunks(10)
+        .map(|batch| {
+            let refs: usize = counts.iter().filter(|((image, _), _)| batch.contains(image)).map(|(_, n)| *n).sum();
+            refs.div_ceil(5).max(1) as u64
+        })
+        .sum();
+    assert_eq!(h.calls()["DescribeImageReferences"], pages, "⌈23/10⌉ batches × their pages, nothing more");
     assert!(references_of(&poll).values().any(|n| *n == 0), "types with none are exported as 0");
 
     let options = "references:\n  enabled: true\n  resource_types:\n    - {type: ec2:Instance, states: [running]}\n    - {type: ec2:LaunchTemplate, version_depth: 2}";
@@ -362,4 +372,29 @@ async fn without_describe_image_references_usage_and_facts_are_intact() {
     assert_eq!(served(&poll.images), h.truth());
     assert_eq!(facts_of(&poll), true_facts(h.sim()));
     assert!(poll.images.iter().all(|i| i.poll_success), "the images themselves were refreshed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_id_in_a_batch_does_not_hide_the_others_facts() {
+    let mut h = Harness::new(5, "").await;
+    // The configuration refuses such an ID; a target built otherwise could still hold one.
+    h.target.target.images.push("ami-nothex!".to_owned());
+    let facts = facts_of(&h.poll().await);
+    assert_eq!(facts, true_facts(h.sim()), "the five real images have their facts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_images_take_their_facts_from_discovery_s_own_answer() {
+    let mut h = Harness::new(6, "").await;
+    h.target.target.images.clear();
+    h.target.target.discovery = Some(crate::config::Discovery {
+        owners: vec!["self".to_owned()],
+        filters: Default::default(),
+        refresh_interval: crate::config::PositiveDuration::try_from("1h".to_owned()).expect("a duration"),
+    });
+    let poll = h.poll().await;
+    let available: BTreeMap<_, _> = true_facts(h.sim()).into_iter().filter(|(_, f)| f.state == "available").collect();
+    assert_eq!(facts_of(&poll), available, "discovery selects available images, with their facts");
+    // Discovery lists 5 images to a page (the harness's page size): 2 pages, and no call by ID.
+    assert_eq!(h.calls()["DescribeImages"], 6_u64.div_ceil(5), "discovery's pages, nothing more for the facts");
 }
