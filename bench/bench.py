@@ -159,7 +159,8 @@ class Sim:
         urllib.request.urlopen(req, timeout=10).read()
 
 
-def exporter_config(images, poll_interval="1h", create=False, max_age="24h", concurrency=4, page_size=1000):
+def exporter_config(images, poll_interval="1h", create=False, max_age="24h", concurrency=4, page_size=1000,
+                    references=False):
     lines = [
         "# written by bench/bench.py",
         f"poll_interval: {poll_interval}",
@@ -170,6 +171,8 @@ def exporter_config(images, poll_interval="1h", create=False, max_age="24h", con
         "reports:",
         f"  create: {'true' if create else 'false'}",
         f"  max_age: {max_age}",
+        "references:",
+        f"  enabled: {'true' if references else 'false'}",
         "targets:",
         "  - region: us-east-1",
         "    images:" if images else "    images: []",
@@ -376,7 +379,8 @@ def diff(after, before):
 
 def fmt_calls(calls):
     short = {"DescribeImageUsageReports": "list", "DescribeImageUsageReportEntries": "entries",
-             "CreateImageUsageReport": "create", "DeleteImageUsageReport": "delete", "DescribeImages": "images"}
+             "CreateImageUsageReport": "create", "DeleteImageUsageReport": "delete", "DescribeImages": "images",
+             "DescribeImageReferences": "references"}
     return ", ".join(f"{short.get(k, k)} {v}" for k, v in calls.items()) or "none"
 
 
@@ -398,6 +402,21 @@ def scenario_cost(args, workdir, report):
         exp.wait_polls(k)
         now = sim.requests()
         rows.append(["restart (3 reports/image exist)", "cold" if k == 1 else f"steady {k}", fmt_calls(diff(now, before)),
+                     sum(diff(now, before).values())])
+        before = now
+    stop(exp.proc)
+    stop(sim.proc)
+
+    # The same restart with references counted: DescribeImageReferences, 10 images a call, in the
+    # first poll (refresh_interval 1h), then nothing more.
+    sim = Sim(workdir, "cost-references", n_images, accounts, reports_per_image=3)
+    before = sim.requests()
+    exp = Exporter(workdir, "cost-references", sim,
+                   exporter_config(ids, poll_interval="5s", create=True, references=True))
+    for k in range(1, 3):
+        exp.wait_polls(k)
+        now = sim.requests()
+        rows.append(["restart, references.enabled", "cold" if k == 1 else f"steady {k}", fmt_calls(diff(now, before)),
                      sum(diff(now, before).values())])
         before = now
     stop(exp.proc)

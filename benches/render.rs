@@ -40,6 +40,8 @@ fn snapshot(images: usize, accounts: usize) -> Snapshot {
                 pending_since: None,
                 report_failures: 0,
                 report: Some(Arc::new(ReportUsage { report_id: format!("amiur-{i:017x}"), created, usage })),
+                facts: None,
+                references: None,
             }
         })
         .collect();

@@ -184,8 +184,11 @@ impl SelfMetrics {
                 operations.push("DeleteImageUsageReport");
             }
         }
-        if config.targets.iter().any(|t| t.discover.is_some()) {
+        if config.images.facts || config.targets.iter().any(|t| t.discover.is_some()) {
             operations.push("DescribeImages");
+        }
+        if config.references.enabled {
+            operations.push("DescribeImageReferences");
         }
         for target in &config.targets {
             let region = target.region.as_str();

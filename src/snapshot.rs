@@ -62,6 +62,32 @@ impl ReportUsage {
     }
 }
 
+/// What DescribeImages says about an image. Facts change rarely, so one value is shared by every
+/// poll until the next refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub name: String,
+    /// EC2's `imageState` (`available`, `disabled`, ...), or `deregistered` once DescribeImages
+    /// stops returning the image.
+    pub state: String,
+    pub public: bool,
+    pub created: Option<SystemTime>,
+    /// `None`: the image never launched an instance (or EC2 has not told yet).
+    pub last_launched: Option<SystemTime>,
+    /// `None`: no deprecation is set.
+    pub deprecation: Option<SystemTime>,
+}
+
+impl ImageFacts {
+    /// The state of an image DescribeImages no longer returns.
+    pub const DEREGISTERED: &'static str = "deregistered";
+
+    /// The same facts, marked deregistered.
+    pub fn deregistered(&self) -> Self {
+        Self { state: Self::DEREGISTERED.to_owned(), ..self.clone() }
+    }
+}
+
 /// The state of one watched image after a poll.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageStatus {
@@ -79,6 +105,19 @@ pub struct ImageStatus {
     pub report_failures: usize,
     /// `None` while the image has no usable available report (none yet, or still pending).
     pub report: Option<Arc<ReportUsage>>,
+    /// `None` until DescribeImages has told (or when it may not be called).
+    pub facts: Option<Arc<ImageFacts>>,
+    /// `None` when references are not measured (`references.enabled: false`) or not yet read.
+    pub references: Option<Arc<References>>,
+}
+
+/// How many of the caller's own resources reference an image, by resource type, as of the last
+/// complete DescribeImageReferences refresh of its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct References {
+    /// Every configured resource type, 0 included: "none" differs from "not measured".
+    pub counts: BTreeMap<String, u64>,
+    pub measured: SystemTime,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -156,6 +195,8 @@ mod tests {
             pending_since: None,
             report_failures: 0,
             report,
+            facts: None,
+            references: None,
         };
         let s = Snapshot::new(vec![
             status("us-west-2", "ami-1", Some(report.clone())),

@@ -145,7 +145,8 @@ async fn prometheus_stores_the_ground_truth_and_fires_the_unexpected_use_alert()
     let planted = expected.keys().map(|(_, account, _)| account.clone()).next().expect("some usage");
     let allowed: Vec<String> =
         sim.account_ids().into_iter().filter(|a| *a != planted).map(|a| format!("'{a}'")).collect();
-    let extra = format!("poll_interval: 1s\naccounts:\n  expected: [{}]", allowed.join(", "));
+    // Facts off: the image-life alerts have a test of their own below.
+    let extra = format!("poll_interval: 1s\nimages:\n  facts: false\naccounts:\n  expected: [{}]", allowed.join(", "));
     let exporter = Exporter::start(&config_for(&sim.image_ids(), &extra), &running.endpoint_url());
     exporter.wait_ready().await;
     assert_eq!(scraped_usage(&exporter.scrape().await), expected);
@@ -196,6 +197,83 @@ async fn prometheus_stores_the_ground_truth_and_fires_the_unexpected_use_alert()
     assert!(
         firing.iter().all(|name| *name == "AmiUsageUnexpectedAccount"),
         "a healthy exporter fires no other alert: {firing:?}"
+    );
+}
+
+/// The images each image-life alert must name, from the simulator's ground truth: usage per image
+/// (references are not enabled, so only cross-account usage counts) and DescribeImages' facts.
+fn planted_image_life_alerts(sim: &ec2_sim::Simulator) -> BTreeMap<&'static str, Vec<String>> {
+    let (usage, _) = truth(sim);
+    let used = |image: &str| usage.iter().any(|((i, _, _), n)| i == image && *n > 0.0);
+    let now = std::time::SystemTime::now();
+    let days = |d: u64| Duration::from_secs(d * 86_400);
+    let mut planted: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for f in sim.image_facts() {
+        let available = f.state == "available";
+        let deprecated = f.deprecation_time.is_some_and(|t| t <= now);
+        let soon = f.deprecation_time.is_some_and(|t| t > now && t <= now + days(14));
+        let idle = match f.last_launched_time {
+            Some(t) => now.duration_since(t).is_ok_and(|age| age > days(90)),
+            None => now.duration_since(f.creation_date).is_ok_and(|age| age > days(90)),
+        };
+        let alerts = [
+            ("AmiUsageDeprecatedImageInUse", available && deprecated && used(&f.image_id)),
+            ("AmiUsageImageDeprecationSoon", available && soon && used(&f.image_id)),
+            ("AmiUsageDisabledImageInUse", f.state == "disabled" && used(&f.image_id)),
+            ("AmiUsageRetirementCandidate", available && idle && !used(&f.image_id)),
+        ];
+        for (alert, fires) in alerts {
+            if fires {
+                planted.entry(alert).or_default().push(f.image_id.clone());
+            }
+        }
+    }
+    planted
+}
+
+/// The image IDs of the firing alerts, by alert.
+fn firing_by_alert(data: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
+    let mut firing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for alert in data["alerts"].as_array().into_iter().flatten().filter(|a| a["state"] == "firing") {
+        let name = alert["labels"]["alertname"].as_str().unwrap_or_default().to_owned();
+        let image = alert["labels"]["image_id"].as_str().unwrap_or_default().to_owned();
+        firing.entry(name).or_default().push(image);
+    }
+    for images in firing.values_mut() {
+        images.sort();
+    }
+    firing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_life_alerts_fire_exactly_for_the_planted_images() {
+    if !installed("prometheus") {
+        return;
+    }
+    // Ten images: deprecated ones (past, within 14 days, months ahead), a disabled one, one never
+    // launched and unused (see ec2-sim's README, "Image facts").
+    let running = simulator(10, 8, Duration::from_secs(60)).await;
+    let sim = &running.sim;
+    let planted = planted_image_life_alerts(sim);
+    for alert in ["AmiUsageDeprecatedImageInUse", "AmiUsageRetirementCandidate"] {
+        assert!(planted.contains_key(alert), "the dataset plants {alert}: {planted:?}");
+    }
+    let exporter = Exporter::start(&config_for(&sim.image_ids(), "poll_interval: 1s"), &running.endpoint_url());
+    exporter.wait_ready().await;
+    let prometheus = start_prometheus(&exporter);
+    let expected: BTreeMap<String, Vec<String>> = planted
+        .into_iter()
+        .map(|(alert, mut images)| {
+            images.sort();
+            (alert.to_owned(), images)
+        })
+        .collect();
+    let alerts =
+        query_until(&prometheus, "/api/v1/alerts", "the image-life alerts", |d| firing_by_alert(d) == expected).await;
+    assert_eq!(
+        firing_by_alert(&alerts),
+        expected,
+        "each alert names exactly the planted images, and nothing else fires"
     );
 }
 

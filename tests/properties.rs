@@ -1610,6 +1610,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                         pending_since,
                         report_failures,
                         report: report.map(Arc::new),
+                        facts: None,
+                        references: None,
                     },
                 )
                 .collect(),

@@ -7,8 +7,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
+use crate::facts;
 use crate::ids::IdGen;
 use crate::model::{CreateRequest, Image, Report, ReportState, ResourceTypeSpec, Usage, UsageEntry, snapshot};
+use crate::references::{self, Reference};
 use crate::rng::{SplitMix64, mix64};
 use crate::timefmt::truncate_to_millis;
 
@@ -78,6 +80,10 @@ pub(crate) struct Dataset {
     /// Parallel to `images`.
     pub(crate) usage: Vec<Usage>,
     pub(crate) reports: Vec<Report>,
+    /// In-account references to the images.
+    pub(crate) references: Vec<Reference>,
+    /// Where the references stream stands, for the resource IDs of references added later.
+    pub(crate) reference_rng: SplitMix64,
 }
 
 /// The parameters of the reports that exist at start: all accounts, every resource type of the dataset, and
@@ -113,19 +119,26 @@ fn generate_accounts(rng: &mut SplitMix64, spec: &DatasetSpec) -> Vec<String> {
     set.into_iter().collect()
 }
 
-fn generate_image(rng: &mut SplitMix64, ids: &IdGen, spec: &DatasetSpec, index: usize, now: SystemTime) -> Image {
+fn generate_image(rng: &mut SplitMix64, ids: &IdGen, spec: &DatasetSpec, index: usize, facts: facts::Facts) -> Image {
     let name = format!("golden-base-{}", index + 1);
-    let age = DAY * (30 + rng.below(400) as u32) + Duration::from_secs(rng.below(86_400));
+    // The creation date used to be drawn here; the draws stay so that a seed still gives the same counts, and the
+    // date now comes from the facts stream with the image's other facts.
+    let _ = rng.below(400);
+    let _ = rng.below(86_400);
     let architecture = if rng.chance(1, 4) { "arm64" } else { "x86_64" };
     // Tags used to be drawn at random; the draw stays so that a seed still gives the same counts.
     let _ = rng.below(4);
     Image {
         id: ids.image_id(index as u64),
         owner_id: spec.owner_account.clone(),
-        creation_date: ago(now, age),
+        creation_date: facts.creation_date,
         architecture,
         tags: image_tags(&name, index),
         name,
+        state: facts.state.to_string(),
+        public: facts.public,
+        deprecation_time: facts.deprecation_time,
+        last_launched_time: facts.last_launched_time,
     }
 }
 
@@ -216,11 +229,13 @@ fn older_entries(
 
 pub(crate) fn generate(spec: &DatasetSpec, timing: Timing, ids: &mut IdGen) -> Dataset {
     let mut rng = SplitMix64::new(spec.seed);
+    let mut facts_rng = facts::stream(spec.seed);
     let accounts = generate_accounts(&mut rng, spec);
     let mut images = Vec::with_capacity(spec.images);
     let mut usage = Vec::with_capacity(spec.images);
     for index in 0..spec.images {
-        images.push(generate_image(&mut rng, ids, spec, index, timing.now));
+        let facts = facts::draw(&mut facts_rng, index, timing.now);
+        images.push(generate_image(&mut rng, ids, spec, index, facts));
         usage.push(generate_usage(&mut rng, spec, &accounts, index));
     }
 
@@ -283,7 +298,8 @@ pub(crate) fn generate(spec: &DatasetSpec, timing: Timing, ids: &mut IdGen) -> D
             push(&mut reports, ids, usual_request(spec, &image.id), ReportState::Pending, created, Vec::new());
         }
     }
-    Dataset { accounts, images, usage, reports }
+    let (references, reference_rng) = references::generate(spec.seed, &images);
+    Dataset { accounts, images, usage, reports, references, reference_rng }
 }
 
 #[cfg(test)]
@@ -377,6 +393,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Everything the main stream decides, as text: IDs, accounts, names, tags, architectures, usage and reports
+    /// (with ages relative to `now`). Image facts and references are drawn from streams of their own and are not in
+    /// it, so adding such facts must leave it unchanged.
+    fn main_stream_digest(spec: &DatasetSpec, ids: IdGen) -> u64 {
+        let mut ids = ids;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let t = Timing { now, report_ttl: Duration::from_secs(30 * 86_400), pending_for: Duration::from_secs(2) };
+        let d = generate(spec, t, &mut ids);
+        let images: Vec<_> = d.images.iter().map(|i| (&i.id, &i.name, &i.owner_id, i.architecture, &i.tags)).collect();
+        let reports: Vec<_> = d
+            .reports
+            .iter()
+            .map(|r| {
+                let age = now.duration_since(r.creation_time).unwrap_or_default();
+                (
+                    &r.id,
+                    &r.request,
+                    r.state.as_str(),
+                    age,
+                    r.expiration_time.duration_since(r.creation_time),
+                    &r.entries,
+                )
+            })
+            .collect();
+        let text = format!("{:?}{images:?}{:?}{reports:?}", d.accounts, d.usage);
+        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    }
+
+    /// Golden values of the generator as it was before image facts and references existed: existing tests (here
+    /// and in the exporter) rely on the IDs, accounts and counts a seed gives.
+    #[test]
+    fn main_stream_is_unchanged_by_facts_and_references() {
+        let default = DatasetSpec::default();
+        let big = DatasetSpec { seed: 7, images: 20, accounts: 10, pending_reports: true, ..DatasetSpec::default() };
+        let full = DatasetSpec { seed: 3, images: 6, accounts: 4, full_usage: true, ..DatasetSpec::default() };
+        let other = default.for_owner("222222222222");
+        let digests = [
+            main_stream_digest(&default, IdGen::new(default.seed)),
+            main_stream_digest(&big, IdGen::new(big.seed)),
+            main_stream_digest(&full, IdGen::new(full.seed)),
+            main_stream_digest(&other, IdGen::for_owner(other.seed, &other.owner_account)),
+        ];
+        assert_eq!(
+            digests,
+            [0xb8cf_80c7_bd9b_b7a4, 0xc7f9_f63a_f4eb_9403, 0x82d4_9188_1237_557d, 0x4969_b7b4_70c7_d440],
+            "{digests:#x?}"
+        );
     }
 
     #[test]

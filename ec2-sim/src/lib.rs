@@ -7,12 +7,14 @@ mod body;
 mod config;
 mod dataset;
 mod error;
+mod facts;
 mod fault;
 mod filter;
 mod ids;
 mod model;
 mod pagination;
 mod query;
+mod references;
 mod rng;
 mod running;
 mod server;
@@ -26,6 +28,10 @@ mod xml;
 pub use config::{CreateOutcome, RoleSpec, SimConfig};
 pub use dataset::DatasetSpec;
 pub use fault::{Fault, FaultRule};
-pub use model::{ReportState, ReportView, ResourceTypeSpec, TruthEntry};
+pub use model::{IMAGE_STATES, ImageFacts, ReportState, ReportView, ResourceTypeSpec, TruthEntry};
+pub use references::{
+    DEFAULT_REFERENCE_REGION, DEFAULT_REFERENCE_VERSION_DEPTH, INSTANCE_STATES, REFERENCE_RESOURCE_TYPES,
+    ReferenceKind, ReferenceQuery, ReferenceTypeQuery, ReferenceView,
+};
 pub use running::RunningSimulator;
 pub use sim::Simulator;

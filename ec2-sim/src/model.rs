@@ -1,4 +1,4 @@
-//! The simulator's nouns: images, usage, reports, and the views handed to library users.
+//! The simulator's nouns: images and their facts, usage, reports, and the views handed to library users.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -17,6 +17,51 @@ pub(crate) struct Image {
     pub(crate) creation_date: SystemTime,
     pub(crate) architecture: &'static str,
     pub(crate) tags: Vec<(String, String)>,
+    /// `imageState`: the dataset uses `available` and `disabled`; tests may set any other (see `IMAGE_STATES`).
+    pub(crate) state: String,
+    pub(crate) public: bool,
+    /// Whole minutes, as EC2 stores it.
+    pub(crate) deprecation_time: Option<SystemTime>,
+    /// Whole milliseconds; None for an image that never launched an instance.
+    pub(crate) last_launched_time: Option<SystemTime>,
+}
+
+/// The `imageState` values AWS documents.
+pub const IMAGE_STATES: [&str; 8] =
+    ["pending", "available", "invalid", "deregistered", "transient", "failed", "error", "disabled"];
+
+impl Image {
+    pub(crate) fn facts(&self) -> ImageFacts {
+        ImageFacts {
+            image_id: self.id.clone(),
+            owner_id: self.owner_id.clone(),
+            name: self.name.clone(),
+            state: self.state.clone(),
+            public: self.public,
+            creation_date: self.creation_date,
+            deprecation_time: self.deprecation_time,
+            last_launched_time: self.last_launched_time,
+        }
+    }
+}
+
+/// What `DescribeImages` says about an image (`Simulator::image_facts`). Times are exactly what the wire carries:
+/// `creation_date` and `last_launched_time` in whole milliseconds, `deprecation_time` in whole minutes, so they
+/// compare equal to parsed responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub image_id: String,
+    pub owner_id: String,
+    pub name: String,
+    /// `imageState`, e.g. `available` or `disabled`.
+    pub state: String,
+    /// `isPublic`.
+    pub public: bool,
+    pub creation_date: SystemTime,
+    /// None: no deprecation is set (`deprecationTime` absent).
+    pub deprecation_time: Option<SystemTime>,
+    /// None: the image never launched an instance (`lastLaunchedTime` absent).
+    pub last_launched_time: Option<SystemTime>,
 }
 
 /// A report's life cycle as `DescribeImageUsageReports` shows it.

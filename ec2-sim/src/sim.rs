@@ -8,16 +8,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[cfg(test)]
 use crate::api::ApiResponse;
 use crate::config::SimConfig;
 use crate::fault::{self, Answer, FaultRule};
-use crate::model::{ReportView, TruthEntry};
+use crate::model::{Image, ImageFacts, ReportView, TruthEntry};
 use crate::query::Params;
+use crate::references::{INSTANCE_STATES, MAX_VERSION_DEPTH, ReferenceKind, ReferenceQuery, ReferenceView};
 use crate::sigv4::CredentialScope;
 use crate::state::{OwnerIx, PRIMARY, State};
+use crate::timefmt::{round_to_minute, truncate_to_millis};
 
 #[derive(Debug, Clone)]
 pub struct Simulator {
@@ -103,6 +105,137 @@ impl Simulator {
     /// If `owner` is not an owner account of this simulator.
     pub fn image_ids_of(&self, owner: &str) -> Vec<String> {
         self.with(|s| s.images(Self::owner(s, owner)).iter().map(|i| i.id.clone()).collect())
+    }
+
+    /// What `DescribeImages` says about each of the primary owner's images (disabled ones included), in
+    /// registration order, exactly as the wire carries it.
+    pub fn image_facts(&self) -> Vec<ImageFacts> {
+        self.with(|s| s.images(PRIMARY).iter().map(Image::facts).collect())
+    }
+
+    /// Like `image_facts`, for any owner account.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn image_facts_of(&self, owner: &str) -> Vec<ImageFacts> {
+        self.with(|s| s.images(Self::owner(s, owner)).iter().map(Image::facts).collect())
+    }
+
+    /// Changes one fact of a registered image of any owner.
+    ///
+    /// # Panics
+    /// If `image_id` is not a registered image: a mistake in the calling test.
+    fn change_image(&self, what: &str, image_id: &str, change: impl FnOnce(&mut Image)) {
+        let known = self.with(|s| s.image_mut(image_id).map(change).is_some());
+        assert!(known, "{what}: {image_id} is not an image of this simulator");
+    }
+
+    /// Sets `imageState`: one of `IMAGE_STATES` (`disabled` hides the image unless `IncludeDisabled=true`), or any
+    /// other name, as a state AWS might add one day. A deregistered image is gone: use `deregister_image`.
+    ///
+    /// # Panics
+    /// If `image_id` is not a registered image, or `state` is empty.
+    pub fn set_image_state(&self, image_id: &str, state: &str) {
+        assert!(!state.is_empty(), "set_image_state: empty state");
+        self.change_image("set_image_state", image_id, |i| i.state = state.to_string());
+    }
+
+    /// Sets `isPublic`.
+    ///
+    /// # Panics
+    /// If `image_id` is not a registered image.
+    pub fn set_public(&self, image_id: &str, public: bool) {
+        self.change_image("set_public", image_id, |i| i.public = public);
+    }
+
+    /// Sets or clears the deprecation time, rounded to the nearest minute as EC2 does (`image_facts` shows the
+    /// rounded value).
+    ///
+    /// # Panics
+    /// If `image_id` is not a registered image.
+    pub fn set_deprecation_time(&self, image_id: &str, time: Option<SystemTime>) {
+        self.change_image("set_deprecation_time", image_id, |i| i.deprecation_time = time.map(round_to_minute));
+    }
+
+    /// Sets the last launch (to whole milliseconds), or None for an image that never launched an instance.
+    ///
+    /// # Panics
+    /// If `image_id` is not a registered image.
+    pub fn set_last_launched_time(&self, image_id: &str, time: Option<SystemTime>) {
+        self.change_image("set_last_launched_time", image_id, |i| i.last_launched_time = time.map(truncate_to_millis));
+    }
+
+    /// The primary owner's in-account references (what `DescribeImageReferences` can list), in the order they
+    /// came to be: the dataset's by image and resource type, then any `add_reference`. ARNs name
+    /// `DEFAULT_REFERENCE_REGION`; `ReferenceView::arn_in` gives them for the Region a client signs for.
+    pub fn references(&self) -> Vec<ReferenceView> {
+        self.references_of_ix(None)
+    }
+
+    /// Like `references`, for any owner account.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn references_of(&self, owner: &str) -> Vec<ReferenceView> {
+        self.references_of_ix(Some(owner))
+    }
+
+    fn references_of_ix(&self, owner: Option<&str>) -> Vec<ReferenceView> {
+        self.with(|s| {
+            let o = owner.map_or(PRIMARY, |account| Self::owner(s, account));
+            let account = s.spec(o).owner_account.clone();
+            s.references(o).iter().map(|r| r.view(&account)).collect()
+        })
+    }
+
+    /// How many references of the primary owner a `DescribeImageReferences` with this query would list, per
+    /// (image ID, resource type), for every image (a client asking for some images sees their share). Zero counts
+    /// are left out.
+    pub fn reference_counts(&self, query: &ReferenceQuery) -> BTreeMap<(String, String), usize> {
+        self.reference_counts_of_ix(None, query)
+    }
+
+    /// Like `reference_counts`, for any owner account.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account of this simulator.
+    pub fn reference_counts_of(&self, owner: &str, query: &ReferenceQuery) -> BTreeMap<(String, String), usize> {
+        self.reference_counts_of_ix(Some(owner), query)
+    }
+
+    fn reference_counts_of_ix(&self, owner: Option<&str>, query: &ReferenceQuery) -> BTreeMap<(String, String), usize> {
+        self.with(|s| {
+            let o = owner.map_or(PRIMARY, |account| Self::owner(s, account));
+            let mut counts = BTreeMap::new();
+            for r in s.references(o).iter().filter(|r| query.matches(r)) {
+                *counts.entry((r.image_id.clone(), r.kind.resource_type().to_string())).or_insert(0) += 1;
+            }
+            counts
+        })
+    }
+
+    /// A new resource in `owner`'s account that references `image_id`, which may be any well-formed AMI ID (the
+    /// owner's, another owner's, or none of this simulator's, like a public image). Returns it, with its new ARN.
+    ///
+    /// # Panics
+    /// If `owner` is not an owner account, `image_id` is not a well-formed AMI ID, an instance state is not one of
+    /// `INSTANCE_STATES`, or a launch template depth is not 1 to 10000.
+    pub fn add_reference(&self, owner: &str, image_id: &str, kind: ReferenceKind) -> ReferenceView {
+        assert!(crate::ids::is_image_id(image_id), "add_reference: {image_id} is not an AMI ID");
+        match &kind {
+            ReferenceKind::Instance { state } => {
+                assert!(INSTANCE_STATES.contains(&state.as_str()), "add_reference: unknown instance state {state}");
+            }
+            ReferenceKind::LaunchTemplate { depth } => {
+                assert!((1..=MAX_VERSION_DEPTH).contains(depth), "add_reference: depth {depth} is not 1 to 10000");
+            }
+            _ => {}
+        }
+        self.with(|s| {
+            let o = Self::owner(s, owner);
+            let account = s.spec(o).owner_account.clone();
+            s.add_reference(o, image_id, kind).view(&account)
+        })
     }
 
     /// The primary owner's consumer accounts, sorted. The owner account is not among them.
@@ -227,8 +360,9 @@ impl Simulator {
         self.with(|s| s.reports(Self::owner(s, owner)).iter().map(|r| r.view()).collect())
     }
 
-    /// A new image of `owner`, created now, with these tags (and no others), no usage and no reports. Its ID is
-    /// the next of the owner's deterministic sequence. Give it usage with `set_usage`.
+    /// A new image of `owner`, created now, with these tags (and no others), no usage and no reports: `available`,
+    /// private, not deprecated, never launched. Its ID is the next of the owner's deterministic sequence. Give it
+    /// usage with `set_usage`.
     ///
     /// # Panics
     /// If `owner` is not an owner account of this simulator.

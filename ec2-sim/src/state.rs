@@ -18,6 +18,8 @@ use crate::error::Ec2Error;
 use crate::fault::FaultSet;
 use crate::ids::{IdGen, unique_id};
 use crate::model::{CreateRequest, Image, Report, ReportState, TruthEntry, Usage, snapshot};
+use crate::references::{self, Reference, ReferenceKind};
+use crate::rng::SplitMix64;
 use crate::sigv4::CredentialScope;
 use crate::sts::Sts;
 use crate::timefmt::truncate_to_millis;
@@ -59,6 +61,10 @@ pub(crate) struct Owner {
     usage: BTreeMap<String, Usage>,
     /// Kept sorted by `Report::sort_key`, the order of every listing.
     reports: Vec<Report>,
+    /// References in the owner's account, to any image (its own or not), in the order they came to be.
+    references: Vec<Reference>,
+    /// Draws the resource IDs of references added later.
+    reference_rng: SplitMix64,
     ids: IdGen,
     next_seq: u64,
     /// Index of the next registered image's ID. Never reused, not even after a deregistration.
@@ -79,6 +85,8 @@ impl Owner {
             images: data.images,
             usage,
             reports: data.reports,
+            references: data.references,
+            reference_rng: data.reference_rng,
             ids,
             spec,
             tokens: BTreeMap::new(),
@@ -415,6 +423,11 @@ impl State {
         &self.owners[owner].images
     }
 
+    /// A registered image of any owner, to change its facts.
+    pub(crate) fn image_mut(&mut self, id: &str) -> Option<&mut Image> {
+        self.owners.iter_mut().flat_map(|o| o.images.iter_mut()).find(|i| i.id == id)
+    }
+
     pub(crate) fn has_image(&self, owner: OwnerIx, id: &str) -> bool {
         self.owners[owner].usage.contains_key(id)
     }
@@ -446,12 +459,37 @@ impl State {
             creation_date: now,
             architecture: "x86_64",
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            state: "available".to_string(),
+            public: false,
+            deprecation_time: None,
+            last_launched_time: None,
         });
         o.usage.insert(id.clone(), Usage::new());
         id
     }
 
-    /// The image and its usage disappear; its reports stay until they expire. False for an unknown image.
+    /// The owner's references, to any image, in the order they came to be.
+    pub(crate) fn references(&self, owner: OwnerIx) -> &[Reference] {
+        &self.owners[owner].references
+    }
+
+    /// A new reference in the owner's account, with a resource ID of its own; returns it.
+    pub(crate) fn add_reference(&mut self, owner: OwnerIx, image_id: &str, kind: ReferenceKind) -> &Reference {
+        let o = &mut self.owners[owner];
+        let slot = o
+            .references
+            .iter()
+            .filter(|r| r.image_id == image_id && r.kind.resource_type() == kind.resource_type())
+            .count();
+        // Parameter and recipe names carry the image's ID rather than a name, since the image need not be the
+        // owner's; the slot keeps them apart, and past the named slots a random suffix does.
+        let resource = references::mint_resource(&mut o.reference_rng, &kind, image_id, slot + 4);
+        o.references.push(Reference { image_id: image_id.to_string(), kind, resource });
+        &o.references[o.references.len() - 1]
+    }
+
+    /// The image and its usage disappear; its reports stay until they expire, and resources that reference it
+    /// still do. False for an unknown image.
     pub(crate) fn deregister_image(&mut self, id: &str) -> bool {
         let Some(owner) = self.owner_of_image(id) else {
             return false;

@@ -13,6 +13,22 @@ pub(crate) fn truncate_to_millis(t: SystemTime) -> SystemTime {
     }
 }
 
+/// The nearest whole minute: EC2 rounds a deprecation time's seconds to the minute.
+pub(crate) fn round_to_minute(t: SystemTime) -> SystemTime {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => {
+            let minutes = (d.as_millis() + 30_000) / 60_000;
+            UNIX_EPOCH + Duration::from_secs(u64::try_from(minutes * 60).unwrap_or(u64::MAX))
+        }
+        Err(_) => t,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, without fractions: the format of `deprecationTime`.
+pub(crate) fn format_seconds(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// ISO 8601 UTC with milliseconds.
 pub(crate) fn format_millis(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -48,6 +64,16 @@ mod tests {
         assert_eq!(format_millis(t), "2025-09-29T13:27:12.322Z");
         assert_eq!(parse("2025-09-29T13:27:12.322Z"), Some(t));
         assert_eq!(parse("2025-09-29T13:27:12.322+00:00"), Some(t));
+    }
+
+    #[test]
+    fn deprecation_times_are_whole_minutes() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_759_152_432_322); // 2025-09-29T13:27:12.322Z
+        assert_eq!(format_seconds(round_to_minute(t)), "2025-09-29T13:27:00Z");
+        let later = t + Duration::from_millis(17_678); // 13:27:30.000
+        assert_eq!(format_seconds(round_to_minute(later)), "2025-09-29T13:28:00Z");
+        assert_eq!(round_to_minute(round_to_minute(t)), round_to_minute(t));
+        assert_eq!(parse("2025-09-29T13:27:00Z"), Some(round_to_minute(t)));
     }
 
     #[test]

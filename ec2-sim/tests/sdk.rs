@@ -69,7 +69,8 @@ async fn assume_role_provider_credentials_see_only_the_role_accounts_images() {
         assert_eq!(image.owner_id(), Some(OWNER_B));
         assert_eq!(image.name(), Some(format!("golden-base-{}", n + 1).as_str()));
         assert_eq!(image.state().map(|s| s.as_str()), Some("available"));
-        assert_eq!(image.public(), Some(false));
+        let facts = &sim.image_facts_of(OWNER_B)[n];
+        assert_eq!(image.public(), Some(facts.public));
         assert!(image.creation_date().is_some_and(|d| d.ends_with('Z')));
         let tag = |key: &str| image.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value());
         assert_eq!(tag("Team"), Some(if n % 2 == 0 { "platform" } else { "data" }));

@@ -189,6 +189,8 @@ fn snapshot(images: Vec<Image>) -> Snapshot {
             pending_since: image.pending_since.map(time),
             report_failures: usize::from(image.poll_success),
             report,
+            facts: None,
+            references: None,
         };
         unique.insert((image.region, image.owner, image_id), status);
     }

@@ -128,7 +128,8 @@ pub async fn check_permissions(config_path: &Path) -> Result<Preflight, AppError
         let needs = Needs {
             image: target.images.first().map(String::as_str),
             policy: &config.reports,
-            discovery: target.discovery.is_some(),
+            describe_images: target.discovery.is_some() || config.images.facts,
+            references: config.references.enabled,
         };
         for (operation, permission) in dry_run::check(&target.api, &needs).await {
             findings.push(Finding {

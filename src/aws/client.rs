@@ -9,8 +9,11 @@ use std::sync::Arc;
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::operation::create_image_usage_report::builders::CreateImageUsageReportFluentBuilder;
+use aws_sdk_ec2::operation::describe_image_references::DescribeImageReferencesOutput;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::types::{
-    Filter, ImageUsageResourceTypeOptionRequest, ImageUsageResourceTypeRequest, ResourceType as TagResourceType, Tag,
+    Filter, ImageReferenceOptionName, ImageReferenceResourceType, ImageUsageResourceTypeOptionRequest,
+    ImageUsageResourceTypeRequest, ResourceType as TagResourceType, ResourceTypeOption, ResourceTypeRequest, Tag,
     TagSpecification,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -18,11 +21,11 @@ use tokio::sync::Semaphore;
 
 use super::convert;
 use super::error::{ApiError, Code};
-use crate::config::{EntryQuery, ReportPolicy};
+use crate::config::{EntryQuery, ReferenceType, ReferenceTypes, ReportPolicy};
 use crate::intern::Interner;
 use crate::report::{CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, Report};
 use crate::self_metrics::ApiMetrics;
-use crate::snapshot::Entry;
+use crate::snapshot::{Entry, ImageFacts};
 
 /// A paginated call that needs more pages than this is treated as broken, not followed forever.
 const MAX_PAGES: usize = 10_000;
@@ -32,6 +35,31 @@ const MAX_PAGES: usize = 10_000;
 pub enum ReportSelector<'a> {
     Images(&'a [String]),
     Reports(&'a [String]),
+}
+
+/// Images as DescribeImages told them: each ID with its facts, and what could not be used.
+#[derive(Debug, Default)]
+pub struct Described {
+    pub images: Vec<(String, ImageFacts)>,
+    pub skipped: Skipped,
+}
+
+impl Described {
+    /// Takes in a page; returns its `NextToken`.
+    fn add(&mut self, page: &DescribeImagesOutput) -> Option<String> {
+        for image in page.images() {
+            match convert::image(image) {
+                Ok(found) => self.images.push(found),
+                Err(why) => self.skipped.add(|| why),
+            }
+        }
+        page.next_token().map(str::to_owned)
+    }
+
+    /// The IDs alone.
+    pub fn ids(&self) -> Vec<String> {
+        self.images.iter().map(|(id, _)| id.clone()).collect()
+    }
 }
 
 /// What a Describe answer held that could not be used, so the caller can count and log it.
@@ -280,12 +308,12 @@ impl Ec2Client {
         }
     }
 
-    /// Lists the IDs of available images of `owners` matching `filters`, all pages.
+    /// Lists the available images of `owners` matching `filters`, all pages, with their facts.
     pub async fn describe_images(
         &self,
         owners: &[String],
         filters: &BTreeMap<String, Vec<String>>,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Described, ApiError> {
         let mut all: Vec<Filter> = filters
             .iter()
             .map(|(name, values)| Filter::builder().name(name).set_values(Some(values.clone())).build())
@@ -294,7 +322,7 @@ impl Ec2Client {
             // A deregistered image is gone; a failed or pending one has no usage to report.
             all.push(Filter::builder().name("state").values("available").build());
         }
-        let mut images = Vec::new();
+        let mut described = Described::default();
         let request = |token| {
             self.client
                 .describe_images()
@@ -304,12 +332,63 @@ impl Ec2Client {
                 .set_next_token(token)
                 .send()
         };
-        let read = |page: aws_sdk_ec2::operation::describe_images::DescribeImagesOutput| {
-            images.extend(page.images().iter().filter_map(|i| i.image_id().map(str::to_owned)));
+        let read = |page: DescribeImagesOutput| described.add(&page);
+        self.paginate(&mut Pages::new("DescribeImages"), request, read).await?;
+        Ok(described)
+    }
+
+    /// The facts of the given images (at most 200), deprecated and disabled ones included. One
+    /// unknown or malformed ID fails the whole call (`InvalidAMIID.*`): the caller splits.
+    pub async fn describe_images_by_id(&self, image_ids: &[String]) -> Result<Described, ApiError> {
+        let mut described = Described::default();
+        // EC2 refuses MaxResults beside ImageIds: a call by ID answers all of them at once.
+        let request = |token| {
+            self.client
+                .describe_images()
+                .set_image_ids(Some(image_ids.to_vec()))
+                .include_deprecated(true)
+                .include_disabled(true)
+                .set_next_token(token)
+                .send()
+        };
+        let read = |page: DescribeImagesOutput| described.add(&page);
+        self.paginate(&mut Pages::new("DescribeImages"), request, read).await?;
+        Ok(described)
+    }
+
+    /// The caller's own resources that reference the given images (at most 10, EC2's limit), all
+    /// pages: one (image, resource type) pair per referencing resource.
+    pub async fn describe_image_references(
+        &self,
+        image_ids: &[String],
+        types: &ReferenceTypes,
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        let requested = match types {
+            ReferenceTypes::All => None,
+            ReferenceTypes::Only(types) => Some(types.iter().map(reference_type_request).collect::<Vec<_>>()),
+        };
+        let mut references = Vec::new();
+        let request = |token| {
+            self.client
+                .describe_image_references()
+                .set_image_ids(Some(image_ids.to_vec()))
+                .set_include_all_resource_types(requested.is_none().then_some(true))
+                .set_resource_types(requested.clone())
+                // EC2 wants at least 5.
+                .max_results(self.page_size.max(5))
+                .set_next_token(token)
+                .send()
+        };
+        let read = |page: DescribeImageReferencesOutput| {
+            references.extend(
+                page.image_references()
+                    .iter()
+                    .filter_map(|r| Some((r.image_id()?.to_owned(), r.resource_type()?.as_str().to_owned()))),
+            );
             page.next_token().map(str::to_owned)
         };
-        self.paginate(&mut Pages::new("DescribeImages"), request, read).await?;
-        Ok(images)
+        self.paginate(&mut Pages::new("DescribeImageReferences"), request, read).await?;
+        Ok(references)
     }
 
     /// The CreateImageUsageReport request for an image under the policy, tagged as ours.
@@ -377,6 +456,27 @@ impl Ec2Client {
             _ => Ok(()),
         }
     }
+}
+
+/// One resource type of a DescribeImageReferences request, with its options.
+fn reference_type_request(t: &ReferenceType) -> ResourceTypeRequest {
+    let option = |name: &str, values: Vec<String>| {
+        ResourceTypeOption::builder()
+            .option_name(ImageReferenceOptionName::from(name))
+            .set_option_values(Some(values))
+            .build()
+    };
+    let mut options = Vec::new();
+    if !t.states.is_empty() {
+        options.push(option("state-name", t.states.clone()));
+    }
+    if let Some(depth) = t.version_depth {
+        options.push(option("version-depth", vec![depth.to_string()]));
+    }
+    ResourceTypeRequest::builder()
+        .resource_type(ImageReferenceResourceType::from(t.name.as_str()))
+        .set_resource_type_options((!options.is_empty()).then_some(options))
+        .build()
 }
 
 fn entry_filters(query: &EntryQuery) -> Option<Vec<Filter>> {

@@ -3,14 +3,40 @@
 
 use std::time::SystemTime;
 
-use aws_sdk_ec2::types::{ImageUsageReport, ImageUsageReportEntry};
+use aws_sdk_ec2::types::{Image, ImageUsageReport, ImageUsageReportEntry};
+use aws_smithy_types::date_time::Format;
 
 use crate::intern::Locked;
 use crate::report::{CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, Report, ReportParams, ReportState};
-use crate::snapshot::{Entry, MAX_PLAUSIBLE_USAGE};
+use crate::snapshot::{Entry, ImageFacts, MAX_PLAUSIBLE_USAGE};
 
 fn to_system_time(t: &aws_smithy_types::DateTime) -> Option<SystemTime> {
     SystemTime::try_from(*t).ok()
+}
+
+/// An image and its facts. Times EC2 writes as strings (`creationDate` and `lastLaunchedTime` in
+/// ISO 8601 with milliseconds, `deprecationTime` without); one that does not parse is refused.
+pub(super) fn image(i: &Image) -> Result<(String, ImageFacts), String> {
+    let id = i.image_id().ok_or("an image without imageId")?;
+    let time = |field: &str, value: Option<&str>| -> Result<Option<SystemTime>, String> {
+        value
+            .map(|text| {
+                aws_smithy_types::DateTime::from_str(text, Format::DateTimeWithOffset)
+                    .ok()
+                    .and_then(|t| to_system_time(&t))
+                    .ok_or_else(|| format!("image {id} has an invalid {field} {text:?}"))
+            })
+            .transpose()
+    };
+    let facts = ImageFacts {
+        name: i.name().unwrap_or_default().to_owned(),
+        state: i.state().map_or("unknown", |s| s.as_str()).to_owned(),
+        public: i.public().unwrap_or(false),
+        created: time("creationDate", i.creation_date())?,
+        last_launched: time("lastLaunchedTime", i.last_launched_time())?,
+        deprecation: time("deprecationTime", i.deprecation_time())?,
+    };
+    Ok((id.to_owned(), facts))
 }
 
 pub(super) fn report(r: &ImageUsageReport) -> Result<Report, String> {
@@ -119,6 +145,35 @@ mod tests {
         assert!(Arc::ptr_eq(&a.account_id, &b.account_id));
         assert!(Arc::ptr_eq(&a.resource_type, &c.resource_type));
         assert_eq!(interner.len(), 5);
+    }
+
+    #[test]
+    fn image_facts_read_every_time_format_ec2_writes() {
+        let described = Image::builder()
+            .image_id("ami-0abcdef1234567890")
+            .name("golden-al2023-2026-11")
+            .state(aws_sdk_ec2::types::ImageState::Disabled)
+            .public(true)
+            .creation_date("2026-11-02T09:15:27.000Z")
+            .deprecation_time("2027-05-02T09:15:00Z")
+            .last_launched_time("2026-11-30T22:41:09.000Z")
+            .build();
+        let (id, facts) = image(&described).expect("valid");
+        assert_eq!(id, "ami-0abcdef1234567890");
+        assert_eq!(
+            (facts.name.as_str(), facts.state.as_str(), facts.public),
+            ("golden-al2023-2026-11", "disabled", true)
+        );
+        let secs =
+            |t: Option<SystemTime>| t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs());
+        assert_eq!(secs(facts.created), Some(1_793_610_927));
+        assert_eq!(secs(facts.deprecation), Some(1_809_249_300));
+        assert_eq!(secs(facts.last_launched), Some(1_796_078_469));
+        let never = Image::builder().image_id("ami-12345678").state(aws_sdk_ec2::types::ImageState::Available).build();
+        let (_, facts) = image(&never).expect("valid");
+        assert_eq!((facts.last_launched, facts.deprecation, facts.public), (None, None, false));
+        let broken = Image::builder().image_id("ami-12345678").deprecation_time("soon").build();
+        assert!(image(&broken).is_err_and(|e| e.contains("deprecationTime")));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::config::ReportPolicy;
 /// A well-formed report ID that names no report, for the DryRun permission check of
 /// DeleteImageUsageReport: DryRun checks the permission before the ID.
 const DRY_RUN_REPORT_ID: &str = "amiur-00000000000000000";
+/// The same for DescribeImageReferences, which wants at least one image.
+const DRY_RUN_IMAGE_ID: &str = "ami-00000000000000000";
 
 /// What a DryRun call said about one permission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +46,10 @@ pub struct Needs<'a> {
     /// An image to try CreateImageUsageReport with.
     pub image: Option<&'a str>,
     pub policy: &'a ReportPolicy,
-    pub discovery: bool,
+    /// Discovery or image facts: DescribeImages.
+    pub describe_images: bool,
+    /// `references.enabled`: DescribeImageReferences.
+    pub references: bool,
 }
 
 async fn dry_run<O, E>(
@@ -66,8 +71,17 @@ pub async fn check(api: &Ec2Client, needs: &Needs<'_>) -> Vec<(&'static str, Per
         dry_run("DescribeImageUsageReportEntries", client.describe_image_usage_report_entries().dry_run(true).send())
             .await,
     ];
-    if needs.discovery {
+    if needs.describe_images {
         checks.push(dry_run("DescribeImages", client.describe_images().owners("self").dry_run(true).send()).await);
+    }
+    if needs.references {
+        // A well-formed ID: DryRun checks the permission before the images.
+        let references = client
+            .describe_image_references()
+            .image_ids(DRY_RUN_IMAGE_ID)
+            .include_all_resource_types(true)
+            .dry_run(true);
+        checks.push(dry_run("DescribeImageReferences", references.send()).await);
     }
     if policy.create {
         let create = match needs.image {

@@ -18,7 +18,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-pub use client::{Ec2Client, EntryChain, ReportSelector, Skipped};
+pub use client::{Described, Ec2Client, EntryChain, ReportSelector, Skipped};
 pub use error::{ApiError, Code};
 
 use crate::config::{AwsSettings, RetryMode};

@@ -14,11 +14,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod ids;
+mod references;
 mod values;
 pub(crate) mod yaml;
 mod yaml_scan;
 
 pub use ids::{AccountId, ImageId, RegionName, ReportId, RoleArn};
+pub use references::{REFERENCE_TYPES, ReferenceSettings, ReferenceType, ReferenceTypes};
 pub use values::{AccountFilter, PositiveDuration, ResourceType, ResourceTypes};
 
 use yaml::{ReadError, parse_yaml, read_limited};
@@ -72,7 +74,29 @@ pub struct Config {
     pub accounts: AccountSettings,
     #[serde(default)]
     pub cardinality: Cardinality,
+    #[serde(default)]
+    pub images: ImageSettings,
+    #[serde(default)]
+    pub references: ReferenceSettings,
     pub targets: Vec<Target>,
+}
+
+/// What DescribeImages tells about the watched images: name, state, visibility, creation, last
+/// launch and deprecation (`ami_usage_image_*`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageSettings {
+    /// Read the facts at all (one DescribeImages call per 200 images per refresh).
+    pub facts: bool,
+    /// How often the facts are read again; they change rarely, and `lastLaunchedTime` itself
+    /// lags by up to a day.
+    pub refresh_interval: PositiveDuration,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        Self { facts: true, refresh_interval: PositiveDuration(Duration::from_secs(3600)) }
+    }
 }
 
 /// What the exporter knows about the accounts that use the images.
@@ -771,6 +795,50 @@ targets:
                 "{message}"
             );
             assert!(message.ends_with(at), "{yaml}: {message}");
+        }
+    }
+
+    #[test]
+    fn image_facts_and_references_settings() {
+        let defaults = Config::from_yaml(&with_target("")).expect("valid");
+        assert!(defaults.images.facts && !defaults.references.enabled, "facts on, references opt in");
+        assert_eq!(defaults.references.resource_types, ReferenceTypes::All);
+        let config = Config::from_yaml(&with_target(
+            "images:\n  refresh_interval: 6h\nreferences:\n  enabled: true\n  resource_types:\n    - ssm:Parameter\n    - {type: ec2:Instance, states: [running, stopped]}\n    - {type: ec2:LaunchTemplate, version_depth: 20}",
+        ))
+        .expect("valid");
+        assert_eq!(config.images.refresh_interval.get(), Duration::from_secs(6 * 3600));
+        assert_eq!(config.references.resource_types.names(), ["ssm:Parameter", "ec2:Instance", "ec2:LaunchTemplate"]);
+        for (yaml, field, reason) in [
+            ("references:\n  resource_types: some", "references.resource_types", "write `all`"),
+            ("references:\n  resource_types: []", "references.resource_types", "at least one"),
+            ("references:\n  resource_types: [ec2:Volume]", "references.resource_types[0]", "unknown resource type"),
+            ("references:\n  resource_types: [ssm:Parameter, ssm:Parameter]", "references.resource_types", "twice"),
+            (
+                "references:\n  resource_types: [{type: ssm:Parameter, states: [running]}]",
+                "references.resource_types[0]",
+                "only to ec2:Instance",
+            ),
+            (
+                "references:\n  resource_types: [{type: ec2:Instance, states: [asleep]}]",
+                "references.resource_types[0]",
+                "unknown instance state",
+            ),
+            (
+                "references:\n  resource_types: [{type: ec2:LaunchTemplate, version_depth: 0}]",
+                "references.resource_types[0]",
+                "out of range",
+            ),
+            (
+                "references:\n  resource_types: [{type: ec2:Instance, version_depth: 5}]",
+                "references.resource_types[0]",
+                "only to ec2:LaunchTemplate",
+            ),
+            ("images:\n  refresh: 1h", "images", "unknown field"),
+        ] {
+            let (got_field, message) = error_of(&with_target(yaml));
+            assert!(got_field.starts_with(field), "{yaml}: field {got_field}");
+            assert!(message.contains(reason), "{yaml}: {message}");
         }
     }
 }

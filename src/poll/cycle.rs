@@ -47,7 +47,13 @@ impl TargetPoller {
             self.memory.seen_errors.insert("amiur-halfway".to_owned());
             panic!("injected panic half-way through a poll");
         }
-        let images = self.poll_images(now, &mut stats).await;
+        let mut images = self.poll_images(now, &mut stats).await;
+        for image in &mut images {
+            // Facts have their own schedule: the latest ones, whether or not this poll refreshed
+            // the image's reports.
+            image.facts = self.memory.facts.get(&*image.image_id).cloned();
+            image.references = self.memory.references.get(&*image.image_id).cloned();
+        }
         let serving: HashSet<&str> =
             images.iter().filter_map(|s| s.report.as_ref()).map(|r| r.report_id.as_str()).collect();
         // Reports no longer serving any image will not be read again: forget them.
@@ -74,7 +80,10 @@ impl TargetPoller {
             return self.known_images().iter().map(|image| self.unrefreshed(image, now)).collect();
         }
         let mut errors: Vec<ApiError> = Vec::new();
-        let images = self.refresh_images(now, &mut errors).await;
+        let discovered = self.discover(now, &mut errors).await;
+        let images = self.watched_images();
+        self.refresh_facts(&images, discovered.as_ref(), now, &mut errors).await;
+        self.refresh_references(&images, now, &mut errors).await;
         let listing = self.list(&images).await;
         errors.extend(listing.failed.values().cloned());
 
@@ -119,44 +128,14 @@ impl TargetPoller {
                     pending_since: decision.pending_since,
                     report_failures: decision.failures,
                     report: decision.serving.as_ref().and_then(|r| self.cache.get(&r.id).cloned()),
+                    facts: None,
+                    references: None,
                 }
             };
             statuses.push(status);
         }
         statuses.extend(listing.failed.keys().map(|image| self.unrefreshed(image, now)));
         statuses
-    }
-
-    /// The target's images: the configured ones and those discovery found, refreshed when its
-    /// interval has passed. A failed refresh keeps the previous selection.
-    async fn refresh_images(&mut self, now: SystemTime, errors: &mut Vec<ApiError>) -> Vec<String> {
-        let target = &self.target;
-        let memory = &mut self.memory;
-        if let Some(discovery) = &target.discovery {
-            let due = memory
-                .discovered_at
-                .is_none_or(|at| now.duration_since(at).map_or(true, |age| age >= discovery.refresh_interval.get()));
-            if due {
-                match target.api.describe_images(&discovery.owners, &discovery.filters).await {
-                    Ok(found) => {
-                        if found != memory.discovered {
-                            tracing::info!(aws_region = %target.region, images = found.len(), "discovered images");
-                        }
-                        memory.discovered = found;
-                        memory.discovered_at = Some(now);
-                    }
-                    Err(error) => {
-                        tracing::warn!(aws_region = %target.region, %error, "cannot discover images; keeping the previous selection");
-                        errors.push(error);
-                    }
-                }
-            }
-        }
-        let mut images = target.images.clone();
-        images.extend(memory.discovered.iter().cloned());
-        images.sort();
-        images.dedup();
-        images
     }
 
     /// Throttling that outlasted the SDK's retries pushes the target's next poll back, so that
@@ -208,6 +187,8 @@ impl TargetPoller {
                 pending_since: None,
                 report_failures: 0,
                 report: None,
+                facts: None,
+                references: None,
             },
         }
     }

@@ -26,8 +26,11 @@ mod create;
 mod cycle;
 mod decide;
 mod delete;
+mod discover;
 mod entries;
+mod facts;
 mod list;
+mod references;
 mod target;
 #[cfg(test)]
 mod tests;
@@ -58,6 +61,8 @@ impl Poller {
             concurrency: config.aws.max_concurrent_requests.get() as usize,
             poll_interval: config.poll_interval.get(),
             staleness_limit: config.staleness_limit.get(),
+            images: config.images.clone(),
+            references: config.references.clone(),
         });
         let strings = Arc::new(Interner::new());
         let targets = targets

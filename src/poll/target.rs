@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::aws::{Ec2Client, EntryChain, Skipped};
-use crate::config::{Discovery, EntryQuery, ReportPolicy};
+use crate::config::{Discovery, EntryQuery, ImageSettings, ReferenceSettings, ReportPolicy};
 use crate::intern::Interner;
 use crate::report::{Backoff, ReportParams};
 use crate::self_metrics::SelfMetrics;
-use crate::snapshot::{ImageStatus, ReportUsage};
+use crate::snapshot::{ImageFacts, ImageStatus, References, ReportUsage};
 
 /// The settings a poll needs, taken from the configuration; shared by all targets.
 pub(super) struct Settings {
@@ -22,6 +22,8 @@ pub(super) struct Settings {
     pub(super) concurrency: usize,
     pub(super) poll_interval: Duration,
     pub(super) staleness_limit: Duration,
+    pub(super) images: ImageSettings,
+    pub(super) references: ReferenceSettings,
 }
 
 /// A create whose answer named a report that the next listing did not show (deleted elsewhere,
@@ -74,6 +76,12 @@ pub(super) struct Memory {
     pub(super) delete_backoff: Option<Backoff>,
     /// Set while EC2 throttles the Region.
     pub(super) throttled: Option<Backoff>,
+    /// The facts of each watched image (see `facts`), and when they were last read in full.
+    pub(super) facts: HashMap<String, Arc<ImageFacts>>,
+    pub(super) facts_at: Option<SystemTime>,
+    /// The reference counts of each watched image (see `references`), and when they were read.
+    pub(super) references: HashMap<String, Arc<References>>,
+    pub(super) references_at: Option<SystemTime>,
     /// Images found by discovery, and when.
     pub(super) discovered: Vec<String>,
     pub(super) discovered_at: Option<SystemTime>,
@@ -133,9 +141,17 @@ impl TargetPoller {
             self.cache = std::mem::take(&mut old.cache);
         }
         let rediscover = old.target.discovery != self.target.discovery;
+        let reread_facts =
+            rediscover || old.target.images != self.target.images || old.settings.images != self.settings.images;
         self.memory = std::mem::take(&mut old.memory);
         if rediscover {
             self.memory.discovered_at = None;
+        }
+        if reread_facts {
+            self.memory.facts_at = None;
+        }
+        if reread_facts || old.settings.references != self.settings.references {
+            self.memory.references_at = None;
         }
     }
 

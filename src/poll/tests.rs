@@ -9,14 +9,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use ec2_sim::{DatasetSpec, Fault, FaultRule, RunningSimulator, SimConfig, Simulator};
+use ec2_sim::{
+    DatasetSpec, Fault, FaultRule, ReferenceQuery, ReferenceTypeQuery, RunningSimulator, SimConfig, Simulator,
+};
 
 use super::cycle::TargetPoll;
 use super::{Poller, Target, TargetPoller};
 use crate::aws;
 use crate::config::Config;
 use crate::self_metrics::SelfMetrics;
-use crate::snapshot::ImageStatus;
+use crate::snapshot::{ImageFacts, ImageStatus};
 
 const REPORTS: &str = "DescribeImageUsageReports";
 const ENTRIES: &str = "DescribeImageUsageReportEntries";
@@ -228,4 +230,171 @@ async fn a_long_chain_under_faults_resumes_where_it_failed_and_reads_no_page_twi
     let faulted = h.sim().fault_hits().get("internal_error").copied().unwrap_or(0);
     assert!(faulted > 0, "the fault hit");
     assert_eq!(h.calls()[ENTRIES] - faulted, 50, "every page read once: {faulted} faulted, {polls} polls");
+}
+
+/// Each watched image's facts, from the last poll.
+fn facts_of(poll: &TargetPoll) -> BTreeMap<String, ImageFacts> {
+    poll.images.iter().filter_map(|i| Some((i.image_id.to_string(), (**i.facts.as_ref()?).clone()))).collect()
+}
+
+/// The simulator's facts as the exporter should tell them.
+fn true_facts(sim: &Simulator) -> BTreeMap<String, ImageFacts> {
+    sim.image_facts()
+        .into_iter()
+        .map(|f| {
+            let facts = ImageFacts {
+                name: f.name,
+                state: f.state,
+                public: f.public,
+                created: Some(f.creation_date),
+                last_launched: f.last_launched_time,
+                deprecation: f.deprecation_time,
+            };
+            (f.image_id, facts)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_facts_equal_the_ground_truth_and_a_gone_image_shows_deregistered_once() {
+    // Ten images: one never launched, deprecated ones, a public one and a disabled one.
+    let mut h = Harness::new(10, "images:\n  refresh_interval: 1m").await;
+    let truth = true_facts(h.sim());
+    assert!(truth.values().any(|f| f.state == "disabled") && truth.values().any(|f| f.last_launched.is_none()));
+    let first = h.poll().await;
+    assert_eq!(facts_of(&first), truth, "every image, disabled and deprecated ones included");
+    assert_eq!(h.calls()["DescribeImages"], 1, "one call for 10 images");
+
+    let gone = h.sim().image_ids()[4].clone();
+    h.sim().deregister_image(&gone);
+    let before = h.calls()["DescribeImages"];
+    let second = facts_of(&h.poll().await);
+    assert_eq!(second[&gone], truth[&gone].deregistered(), "shown as deregistered, with its last name");
+    let others: BTreeMap<_, _> =
+        truth.iter().filter(|(id, _)| **id != gone).map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(
+        second.into_iter().filter(|(id, _)| *id != gone).collect::<BTreeMap<_, _>>(),
+        others,
+        "the others keep theirs"
+    );
+    assert!(h.calls()["DescribeImages"] - before > 1, "the batch the gone image failed was split");
+    let third = facts_of(&h.poll().await);
+    assert!(!third.contains_key(&gone), "then dropped");
+    assert_eq!(third, others);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_describe_images_the_facts_are_absent_and_the_usage_is_intact() {
+    let mut h = Harness::new(6, "").await;
+    h.sim().add_fault(FaultRule::new(Fault::Unauthorized).on("DescribeImages"));
+    let poll = h.poll().await;
+    assert!(facts_of(&poll).is_empty(), "absent, not made up");
+    assert_eq!(served(&poll.images), h.truth(), "usage does not depend on the facts");
+    assert!(poll.images.iter().all(|i| i.poll_success));
+}
+
+/// The references served, per image and type.
+fn references_of(poll: &TargetPoll) -> BTreeMap<(String, String), u64> {
+    poll.images
+        .iter()
+        .flat_map(|i| {
+            let image = i.image_id.to_string();
+            i.references.iter().flat_map(move |r| {
+                let image = image.clone();
+                r.counts.iter().map(move |(t, n)| ((image.clone(), t.clone()), *n))
+            })
+        })
+        .collect()
+}
+
+/// The simulator's counts for `query`, with 0 for every image and type it has none of.
+fn true_references(sim: &Simulator, query: &ReferenceQuery, types: &[&str]) -> BTreeMap<(String, String), u64> {
+    let counts = sim.reference_counts(query);
+    sim.image_ids()
+        .into_iter()
+        .flat_map(|image| types.iter().map(move |t| (image.clone(), (*t).to_owned())))
+        .map(|key| {
+            let n = counts.get(&key).copied().unwrap_or(0) as u64;
+            (key, n)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_equal_the_ground_truth_across_pages_and_batches_of_ten() {
+    let all = crate::config::REFERENCE_TYPES;
+    let mut h = Harness::new(23, "references:\n  enabled: true").await;
+    let poll = h.poll().await;
+    assert_eq!(references_of(&poll), true_references(h.sim(), &ReferenceQuery::all(), &all));
+    // Batches of 10 sorted images, each read in pages of 5 references (one page when empty).
+    let mut images = h.sim().image_ids();
+    images.sort();
+    let counts = h.sim().reference_counts(&ReferenceQuery::all());
+    let pages: u64 = images
+        .chunks(10)
+        .map(|batch| {
+            let refs: usize = counts.iter().filter(|((image, _), _)| batch.contains(image)).map(|(_, n)| *n).sum();
+            refs.div_ceil(5).max(1) as u64
+        })
+        .sum();
+    assert_eq!(h.calls()["DescribeImageReferences"], pages, "⌈23/10⌉ batches × their pages, nothing more");
+    assert!(references_of(&poll).values().any(|n| *n == 0), "types with none are exported as 0");
+
+    let options = "references:\n  enabled: true\n  resource_types:\n    - {type: ec2:Instance, states: [running]}\n    - {type: ec2:LaunchTemplate, version_depth: 2}";
+    let mut h = Harness::new(23, options).await;
+    let query = ReferenceQuery::of(vec![
+        ReferenceTypeQuery::new("ec2:Instance").with_state_names(&["running"]),
+        ReferenceTypeQuery::new("ec2:LaunchTemplate").with_version_depth(2),
+    ]);
+    let poll = h.poll().await;
+    assert_eq!(references_of(&poll), true_references(h.sim(), &query, &["ec2:Instance", "ec2:LaunchTemplate"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reference_count_keeps_the_last_counts_and_their_time() {
+    let mut h = Harness::new(12, "references:\n  enabled: true\n  refresh_interval: 1m").await;
+    let first = h.poll().await;
+    let measured = first.images[0].references.as_ref().map(|r| r.measured);
+    h.sim().add_fault(FaultRule::new(Fault::InternalError).on("DescribeImageReferences").with_limit(1));
+    let second = h.poll().await;
+    assert_eq!(references_of(&second), references_of(&first), "the last good counts stay");
+    assert_eq!(second.images[0].references.as_ref().map(|r| r.measured), measured, "marked by their time");
+    let third = h.poll().await;
+    assert!(third.images[0].references.as_ref().map(|r| r.measured) > measured, "counted again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_describe_image_references_usage_and_facts_are_intact() {
+    let mut h = Harness::new(6, "references:\n  enabled: true").await;
+    h.sim().add_fault(FaultRule::new(Fault::Unauthorized).on("DescribeImageReferences"));
+    let poll = h.poll().await;
+    assert!(references_of(&poll).is_empty(), "not measured: absent");
+    assert_eq!(served(&poll.images), h.truth());
+    assert_eq!(facts_of(&poll), true_facts(h.sim()));
+    assert!(poll.images.iter().all(|i| i.poll_success), "the images themselves were refreshed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_id_in_a_batch_does_not_hide_the_others_facts() {
+    let mut h = Harness::new(5, "").await;
+    // The configuration refuses such an ID; a target built otherwise could still hold one.
+    h.target.target.images.push("ami-nothex!".to_owned());
+    let facts = facts_of(&h.poll().await);
+    assert_eq!(facts, true_facts(h.sim()), "the five real images have their facts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_images_take_their_facts_from_discovery_s_own_answer() {
+    let mut h = Harness::new(6, "").await;
+    h.target.target.images.clear();
+    h.target.target.discovery = Some(crate::config::Discovery {
+        owners: vec!["self".to_owned()],
+        filters: Default::default(),
+        refresh_interval: crate::config::PositiveDuration::try_from("1h".to_owned()).expect("a duration"),
+    });
+    let poll = h.poll().await;
+    let available: BTreeMap<_, _> = true_facts(h.sim()).into_iter().filter(|(_, f)| f.state == "available").collect();
+    assert_eq!(facts_of(&poll), available, "discovery selects available images, with their facts");
+    // Discovery lists 5 images to a page (the harness's page size): 2 pages, and no call by ID.
+    assert_eq!(h.calls()["DescribeImages"], 6_u64.div_ceil(5), "discovery's pages, nothing more for the facts");
 }

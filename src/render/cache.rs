@@ -92,6 +92,8 @@ mod tests {
             pending_since: None,
             report_failures: 0,
             report: Some(Arc::clone(report)),
+            facts: None,
+            references: None,
         }])
     }
 

@@ -7,7 +7,7 @@ use super::text::{TextFamily, unix_seconds};
 use crate::METRIC_PREFIX as PREFIX;
 use crate::config::AccountId;
 use crate::config::Config;
-use crate::snapshot::{ImageStatus, ReportUsage, Snapshot};
+use crate::snapshot::{ImageFacts, ImageStatus, References, ReportUsage, Snapshot};
 
 const CACHED: &str = "Read from EC2 AMI usage reports, which EC2 builds asynchronously and the exporter refreshes on a schedule (reports lag by up to a day)";
 
@@ -108,8 +108,16 @@ pub(crate) fn render_status(snapshot: &Snapshot) -> Vec<u8> {
         "image_report_failures",
         "Consecutive failed reports of the image since its newest available one (0 when the latest is fine); the next request waits poll_interval x 2^(failures-1), at most reports.max_age",
     );
+    let mut facts = FactFamilies::new();
+    let mut references = ReferenceFamilies::new();
     for image in &snapshot.images {
         let labels = image_labels(image);
+        if let Some(f) = &image.facts {
+            facts.push(&labels, f);
+        }
+        if let Some(r) = &image.references {
+            references.push(image, &labels, r);
+        }
         success.push(&labels, if image.poll_success { 1.0 } else { 0.0 });
         if let Some(t) = image.last_success {
             last.push(&labels, unix_seconds(t));
@@ -123,7 +131,101 @@ pub(crate) fn render_status(snapshot: &Snapshot) -> Vec<u8> {
     for family in [success, last, pending, failures] {
         family.append_to(&mut out);
     }
+    facts.append_to(&mut out);
+    references.append_to(&mut out);
     out
+}
+
+/// The families of the in-account references (DescribeImageReferences).
+struct ReferenceFamilies {
+    counts: TextFamily,
+    measured: TextFamily,
+    /// The target whose measurement time was written last: images come sorted by Region and
+    /// owner, and every image of a target carries the same time.
+    last_target: Option<(String, Option<String>)>,
+}
+
+impl ReferenceFamilies {
+    fn new() -> Self {
+        Self {
+            counts: TextFamily::gauge(
+                "references",
+                "Resources of the exporter's own account and Region that reference the image, by resource type (DescribeImageReferences); 0 for configured types with none",
+            ),
+            measured: TextFamily::gauge(
+                "references_last_success_timestamp_seconds",
+                "When the references were last counted completely (Unix time)",
+            ),
+            last_target: None,
+        }
+    }
+
+    fn push(&mut self, image: &ImageStatus, labels: &[(&str, &str)], references: &References) {
+        for (resource_type, count) in &references.counts {
+            self.counts.push(&[labels, &[("resource_type", resource_type)]].concat(), *count as f64);
+        }
+        let target = (image.region.to_string(), image.owner.as_ref().map(|o| o.to_string()));
+        if self.last_target.as_ref() != Some(&target) {
+            // Region, and owner when labelled: the image labels without the image.
+            let target_labels = &labels[..labels.len() - 1];
+            self.measured.push(target_labels, unix_seconds(references.measured));
+            self.last_target = Some(target);
+        }
+    }
+
+    fn append_to(self, out: &mut Vec<u8>) {
+        self.counts.append_to(out);
+        self.measured.append_to(out);
+    }
+}
+
+/// The families of the image facts (DescribeImages).
+struct FactFamilies {
+    info: TextFamily,
+    created: TextFamily,
+    launched: TextFamily,
+    deprecation: TextFamily,
+}
+
+impl FactFamilies {
+    fn new() -> Self {
+        Self {
+            info: TextFamily::gauge(
+                "image_info",
+                "The image as DescribeImages describes it (state deregistered: no longer returned); value is always 1",
+            ),
+            created: TextFamily::gauge("image_creation_timestamp_seconds", "When the image was created (Unix time)"),
+            launched: TextFamily::gauge(
+                "image_last_launched_timestamp_seconds",
+                "When the image last launched an instance, in any account (Unix time; EC2 reports it up to 24 h late); absent when it never launched",
+            ),
+            deprecation: TextFamily::gauge(
+                "image_deprecation_timestamp_seconds",
+                "When the image is (or was) deprecated (Unix time); absent when no deprecation is set",
+            ),
+        }
+    }
+
+    fn push(&mut self, labels: &[(&str, &str)], facts: &ImageFacts) {
+        let public = if facts.public { "true" } else { "false" };
+        let info = [labels, &[("image_name", &facts.name), ("image_state", &facts.state), ("public", public)]].concat();
+        self.info.push(&info, 1.0);
+        for (family, time) in [
+            (&mut self.created, facts.created),
+            (&mut self.launched, facts.last_launched),
+            (&mut self.deprecation, facts.deprecation),
+        ] {
+            if let Some(t) = time {
+                family.push(labels, unix_seconds(t));
+            }
+        }
+    }
+
+    fn append_to(self, out: &mut Vec<u8>) {
+        for family in [self.info, self.created, self.launched, self.deprecation] {
+            family.append_to(out);
+        }
+    }
 }
 
 /// Renders the usage data of a snapshot: everything that depends only on which report serves
@@ -251,6 +353,12 @@ pub fn snapshot_family_names() -> Vec<String> {
         "unexpected_resources",
         "account_info",
         "series_dropped",
+        "image_info",
+        "image_creation_timestamp_seconds",
+        "image_last_launched_timestamp_seconds",
+        "image_deprecation_timestamp_seconds",
+        "references",
+        "references_last_success_timestamp_seconds",
     ]
     .iter()
     .map(|n| format!("{PREFIX}_{n}"))
@@ -291,6 +399,8 @@ mod tests {
                 pending_since: None,
                 report_failures: 0,
                 report: Some(report),
+                facts: None,
+                references: None,
             },
             ImageStatus {
                 region: "us-east-1".into(),
@@ -301,6 +411,8 @@ mod tests {
                 pending_since: Some(UNIX_EPOCH + Duration::from_secs(1_759_300_000)),
                 report_failures: 3,
                 report: None,
+                facts: None,
+                references: None,
             },
         ])
     }
@@ -396,6 +508,36 @@ ami_usage_image_report_failures{{aws_region=\"us-east-1\",image_id=\"ami-1234567
         assert!(
             String::from_utf8_lossy(&text).contains("ami_usage_image_poll_success{aws_region=\"us-east-1\",owner_account_id=\"777788889999\",image_id=\"ami-0123456789abcdef0\"} 1")
         );
+    }
+
+    #[test]
+    fn image_facts_are_status_series_and_absent_times_have_none() {
+        let mut s = snapshot();
+        s.images[0].facts = Some(Arc::new(ImageFacts {
+            name: "golden \"al2023\"".into(),
+            state: "disabled".into(),
+            public: true,
+            created: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            last_launched: None,
+            deprecation: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+        }));
+        let text = render_snapshot(&s, &RenderOptions::default());
+        assert_eq!(
+            lines_of(&text, "ami_usage_image_info{"),
+            [
+                r#"ami_usage_image_info{aws_region="us-east-1",image_id="ami-0123456789abcdef0",image_name="golden \"al2023\"",image_state="disabled",public="true"} 1"#
+            ]
+        );
+        assert_eq!(
+            lines_of(&text, "ami_usage_image_deprecation_timestamp_seconds{"),
+            [
+                "ami_usage_image_deprecation_timestamp_seconds{aws_region=\"us-east-1\",image_id=\"ami-0123456789abcdef0\"} 1800000000"
+            ]
+        );
+        assert_eq!(lines_of(&text, "ami_usage_image_creation_timestamp_seconds{").len(), 1);
+        assert!(lines_of(&text, "ami_usage_image_last_launched").is_empty(), "never launched: no series, no family");
+        let usage = render_usage(&s, &RenderOptions::default());
+        assert!(lines_of(&usage, "ami_usage_image_info").is_empty(), "facts are not in the cached usage part");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod create_report;
 mod delete_report;
 mod describe_entries;
 mod describe_images;
+mod describe_references;
 mod describe_reports;
 
 use crate::error::Ec2Error;
@@ -76,6 +77,7 @@ pub(crate) fn dispatch(state: &mut State, params: &Params, action: String, calle
         (_, "DescribeImageUsageReportEntries") => describe_entries::handle(state, owner, params, &request_id),
         (_, "DeleteImageUsageReport") => delete_report::handle(state, owner, params, &request_id),
         (_, "DescribeImages") => describe_images::handle(state, owner, params, &request_id),
+        (_, "DescribeImageReferences") => describe_references::handle(state, caller, params, &request_id),
         (_, "") => Err(Ec2Error::missing("Action")),
         (_, other) => {
             Err(Ec2Error::client("InvalidAction", format!("The action {other} is not valid for this web service.")))

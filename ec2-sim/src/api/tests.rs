@@ -10,10 +10,19 @@ use crate::model::ReportState;
 use crate::sim::Simulator;
 use crate::xml::assert_well_formed;
 
+mod images;
+mod references;
+
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn sim() -> Simulator {
     Simulator::new(SimConfig::default())
+}
+
+/// A reference body from `fixtures/`.
+fn fixture(name: &str) -> String {
+    let path = format!("{}/fixtures/{name}.xml", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn call(sim: &Simulator, pairs: &[(&str, &str)]) -> ApiResponse {
@@ -682,11 +691,6 @@ fn describe_images() {
 fn responses_have_the_reference_shape() {
     let sim = Simulator::new(SimConfig { pending_for: Duration::ZERO, ..SimConfig::default() });
     let image = sim.image_ids()[1].clone();
-
-    let fixture = |name: &str| -> String {
-        let path = format!("{}/fixtures/{name}.xml", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    };
 
     let create_body = ok(
         &sim,

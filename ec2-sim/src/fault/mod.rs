@@ -31,6 +31,7 @@ use crate::state::{Caller, State};
 pub(crate) const ENTRIES: &str = "DescribeImageUsageReportEntries";
 pub(crate) const REPORTS: &str = "DescribeImageUsageReports";
 const IMAGES: &str = "DescribeImages";
+const REFERENCES: &str = "DescribeImageReferences";
 
 /// The body of a `NotXml` answer: what a load balancer or proxy in the way might send.
 pub(crate) const NOT_XML_BODY: &str = "<html><body>Service Unavailable</body></html>";
@@ -144,8 +145,8 @@ impl Fault {
     /// so `MissingFields` on every operation means "on every entries request".
     fn fits(&self, action: &str, paged: bool) -> bool {
         match self {
-            Fault::ExpireToken => paged && matches!(action, ENTRIES | REPORTS | IMAGES),
-            Fault::RepeatToken => matches!(action, ENTRIES | REPORTS | IMAGES),
+            Fault::ExpireToken => paged && matches!(action, ENTRIES | REPORTS | IMAGES | REFERENCES),
+            Fault::RepeatToken => matches!(action, ENTRIES | REPORTS | IMAGES | REFERENCES),
             Fault::MissingFields | Fault::UsageCount { .. } | Fault::DuplicateEntries => action == ENTRIES,
             Fault::ExpireBetweenPages => matches!(action, ENTRIES | REPORTS),
             _ => true,
