@@ -6,7 +6,7 @@
 
 use crate::error::Ec2Error;
 use crate::model::Image;
-use crate::pagination::paginate;
+use crate::pagination::{Page, paginate};
 use crate::query::Params;
 use crate::state::{OwnerIx, State};
 use crate::timefmt::{format_millis, format_seconds};
@@ -58,7 +58,9 @@ pub(super) fn handle(state: &mut State, owner: OwnerIx, params: &Params, request
             })
         })
         .collect();
-    let page = paginate(selected, params)?;
+    // A call by ID cannot carry MaxResults, so it answers all its images at once, however many.
+    let page =
+        if image_ids.is_empty() { paginate(selected, params)? } else { Page { items: selected, next_token: None } };
 
     let mut w = XmlWriter::success("DescribeImagesResponse", request_id);
     w.set("imagesSet", &page.items, |w, i| write_image(w, i));

@@ -167,6 +167,19 @@ fn ids_pages_and_errors() {
     let by_ids = describe(&sim, &[("ImageId.1", &ids[3]), ("ImageId.2", &ids[1])]);
     assert_eq!(texts(&by_ids, "imageId"), [ids[1].clone(), ids[3].clone()]);
     assert!(texts(&by_ids, "nextToken").is_empty());
+    // More than a default page of IDs still comes in one answer.
+    let many = Simulator::new(crate::config::SimConfig {
+        dataset: crate::dataset::DatasetSpec { images: 1001, accounts: 2, reports_per_image: 0, ..Default::default() },
+        ..crate::config::SimConfig::default()
+    });
+    let all_ids = many.image_ids();
+    let keys: Vec<String> = (1..=all_ids.len()).map(|n| format!("ImageId.{n}")).collect();
+    let mut pairs: Vec<(&str, &str)> =
+        keys.iter().map(String::as_str).zip(all_ids.iter().map(String::as_str)).collect();
+    pairs.push(("IncludeDisabled", "true"));
+    let body = describe(&many, &pairs);
+    assert_eq!(texts(&body, "imageId"), all_ids);
+    assert!(texts(&body, "nextToken").is_empty());
     // One bad ID fails the whole call.
     let unknown = "ami-0123456789abcdef0";
     let resp = call(&sim, &[("Action", "DescribeImages"), ("ImageId.1", &ids[0]), ("ImageId.2", unknown)]);
