@@ -395,34 +395,28 @@ def scenario_cost(args, workdir, report):
     bound_entries = -(-n_images // IDS_PER_CALL) * pages
     rows = []
 
-    # Restart: every image already has reports (3 available, plus an error report on every third).
-    sim = Sim(workdir, "cost-restart", n_images, accounts, reports_per_image=3)
-    ids = sim.image_ids()
-    before = sim.requests()  # the benchmark's own DescribeImages
-    exp = Exporter(workdir, "cost-restart", sim, exporter_config(ids, poll_interval="5s", create=True))
-    for k in range(1, 5):
-        exp.wait_polls(k)
-        now = sim.requests()
-        rows.append(["restart (3 reports/image exist)", "cold" if k == 1 else f"steady {k}", fmt_calls(diff(now, before)),
-                     sum(diff(now, before).values())])
-        before = now
-    stop(exp.proc)
-    stop(sim.proc)
+    def restart(name, case, polls, references=False):
+        """A restart: every image already has reports (3 available, plus an error report on every
+        third); the calls of each of the first `polls` polls."""
+        sim = Sim(workdir, name, n_images, accounts, reports_per_image=3)
+        ids = sim.image_ids()
+        before = sim.requests()  # the benchmark's own DescribeImages
+        exp = Exporter(workdir, name, sim,
+                       exporter_config(ids, poll_interval="5s", create=True, references=references))
+        for k in range(1, polls + 1):
+            exp.wait_polls(k)
+            now = sim.requests()
+            calls = diff(now, before)
+            rows.append([case, "cold" if k == 1 else f"steady {k}", fmt_calls(calls), sum(calls.values())])
+            before = now
+        stop(exp.proc)
+        stop(sim.proc)
+        return ids
 
-    # The same restart with references counted: DescribeImageReferences, 10 images a call, in the
-    # first poll (refresh_interval 1h), then nothing more.
-    sim = Sim(workdir, "cost-references", n_images, accounts, reports_per_image=3)
-    before = sim.requests()
-    exp = Exporter(workdir, "cost-references", sim,
-                   exporter_config(ids, poll_interval="5s", create=True, references=True))
-    for k in range(1, 3):
-        exp.wait_polls(k)
-        now = sim.requests()
-        rows.append(["restart, references.enabled", "cold" if k == 1 else f"steady {k}", fmt_calls(diff(now, before)),
-                     sum(diff(now, before).values())])
-        before = now
-    stop(exp.proc)
-    stop(sim.proc)
+    ids = restart("cost-restart", "restart (3 reports/image exist)", 4)
+    # The same with references counted: DescribeImageReferences, 10 images a call, in the first
+    # poll (refresh_interval 1h), then nothing more.
+    restart("cost-references", "restart, references.enabled", 2, references=True)
 
     # First deployment: no report exists; the first poll requests them, the next reads them.
     sim = Sim(workdir, "cost-first", n_images, accounts, reports_per_image=0)
