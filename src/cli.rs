@@ -69,6 +69,22 @@ pub struct Cli {
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt)]
     pub log_format: LogFormat,
+
+    /// This process's shard, from 0: it polls and serves only the images that hash to it. A
+    /// StatefulSet pod name ending in -N is taken as N (`--shard=$(POD_NAME)`).
+    #[arg(long = "shard", value_name = "N", default_value = "0", value_parser = crate::shard::parse_ordinal)]
+    pub shard: u32,
+
+    /// How many shards share the images (one StatefulSet replica each); 1: no sharding.
+    #[arg(long = "total-shards", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub total_shards: u32,
+}
+
+impl Cli {
+    /// The shard the flags name, checked against each other.
+    pub fn shard(&self) -> Result<crate::shard::Shard, String> {
+        crate::shard::Shard::new(self.shard, self.total_shards)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

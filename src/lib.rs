@@ -33,6 +33,7 @@ pub(crate) mod poll;
 pub mod render;
 pub mod report;
 pub(crate) mod self_metrics;
+pub mod shard;
 pub mod snapshot;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

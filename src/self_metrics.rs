@@ -30,6 +30,8 @@ pub struct SelfMetrics {
     pub poll_panics: IntCounter,
     pub reload_successful: prometheus::IntGauge,
     pub reload_success_time: prometheus::Gauge,
+    shard_ordinal: prometheus::IntGauge,
+    total_shards: prometheus::IntGauge,
 }
 
 /// Every AWS call and every failed one, by Region and operation, so the cost of the exporter is
@@ -140,6 +142,11 @@ impl SelfMetrics {
                 "Reports EC2 said it created that the next listing did not show (deleted elsewhere); the request is not repeated with the same token",
             )?,
             poll_panics: r.counter("poll_panics_total", "Polls that panicked; the exporter kept running")?,
+            shard_ordinal: r.register(prometheus::IntGauge::with_opts(Registrar::opts(
+                "shard_ordinal",
+                "This exporter's shard (--shard); 0 when not sharded",
+            ))?)?,
+            total_shards: Self::total_shards(&r)?,
             reload_successful: Self::reload_successful(&r)?,
             reload_success_time: Self::reload_success_time(&r)?,
             invalid_entries: r.region_counter(
@@ -148,6 +155,21 @@ impl SelfMetrics {
             )?,
             registry,
         })
+    }
+
+    /// 1 until the flags say otherwise (`set_shard`).
+    fn total_shards(r: &Registrar<'_>) -> Result<prometheus::IntGauge, prometheus::Error> {
+        let gauge = r.register(prometheus::IntGauge::with_opts(Registrar::opts(
+            "total_shards",
+            "How many shards share the images (--total-shards); 1 when not sharded",
+        ))?)?;
+        gauge.set(1);
+        Ok(gauge)
+    }
+
+    pub fn set_shard(&self, shard: crate::shard::Shard) {
+        self.shard_ordinal.set(i64::from(shard.ordinal()));
+        self.total_shards.set(i64::from(shard.total()));
     }
 
     /// 1 from the start: the configuration was just loaded.

@@ -23,6 +23,7 @@ use crate::http::web_config::{WebConfig, WebConfigError, WebConfigSource};
 use crate::http::{ServerOptions, WebState, reload, serve};
 use crate::poll::Poller;
 use crate::self_metrics::SelfMetrics;
+use crate::shard::Shard;
 use crate::{REVISION, VERSION, aws};
 use schedule::Schedule;
 use targets::build_targets;
@@ -31,6 +32,8 @@ use targets::build_targets;
 pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("{0}")]
+    Flag(String),
     #[error("invalid --web.listen-address: {0}")]
     ListenAddress(String),
     #[error("cannot listen on {address}: {source}")]
@@ -65,6 +68,7 @@ pub async fn bind(cli: &Cli) -> Result<Vec<TcpListener>, AppError> {
 /// Like `run`, serving on `listeners` from `bind` when given (the demo binds first, to print the
 /// bound addresses), else on the flags' addresses, bound after the configuration is loaded.
 pub async fn run_on(cli: Cli, listeners: Option<Vec<TcpListener>>) -> Result<(), AppError> {
+    let shard = cli.shard().map_err(AppError::Flag)?;
     let config = Config::load(&cli.config_file)?;
     for warning in config.warnings() {
         tracing::warn!("{warning}");
@@ -77,7 +81,8 @@ pub async fn run_on(cli: Cli, listeners: Option<Vec<TcpListener>>) -> Result<(),
     let metrics = SelfMetrics::new(VERSION, REVISION, !cli.disable_exporter_metrics)?;
     let shared = aws::shared_config(&config.aws).await;
     metrics.preset(&config);
-    let poller = Poller::new(&config, build_targets(&config, &shared, &metrics).await, metrics.clone());
+    metrics.set_shard(shard);
+    let poller = Poller::new(&config, build_targets(&config, &shared, &metrics, shard).await, metrics.clone());
     let (reload_tx, reload_rx) = reload::channel();
     let options = ServerOptions {
         telemetry_path: cli.telemetry_path.clone(),
@@ -92,6 +97,7 @@ pub async fn run_on(cli: Cli, listeners: Option<Vec<TcpListener>>) -> Result<(),
     tokio::spawn(signals::watch_signals(shutdown.clone(), reload_tx));
     let schedule = Schedule {
         config_path: cli.config_file.clone(),
+        shard,
         metrics,
         state: Arc::clone(&state),
         shutdown: shutdown.clone(),
@@ -124,7 +130,7 @@ pub async fn check_permissions(config_path: &Path) -> Result<Preflight, AppError
     let metrics = SelfMetrics::new(VERSION, REVISION, false)?;
     let shared = aws::shared_config(&config.aws).await;
     let mut findings = Vec::new();
-    for target in build_targets(&config, &shared, &metrics).await {
+    for target in build_targets(&config, &shared, &metrics, Shard::default()).await {
         let needs = Needs {
             image: target.images.first().map(String::as_str),
             policy: &config.reports,

@@ -22,6 +22,7 @@ use crate::poll::{PollStats, Poller, TargetPoller};
 use crate::render::RenderOptions;
 use crate::render::cache::RenderCache;
 use crate::self_metrics::SelfMetrics;
+use crate::shard::Shard;
 use crate::snapshot::{ImageStatus, Snapshot};
 
 fn ticker(interval: Duration) -> Interval {
@@ -44,6 +45,8 @@ async fn guarded<F: std::future::Future>(poll: F) -> Result<F::Output, String> {
 /// The poll loop and what it needs besides the poller.
 pub(super) struct Schedule {
     pub(super) config_path: PathBuf,
+    /// The same for every configuration: it comes from the flags.
+    pub(super) shard: Shard,
     pub(super) metrics: SelfMetrics,
     pub(super) state: Arc<WebState>,
     pub(super) shutdown: CancellationToken,
@@ -185,7 +188,7 @@ impl TargetTask {
     async fn rebuild_client(&self, target: &mut TargetPoller) {
         let Some(configured) = self.config.targets.iter().find(|t| target_key(t) == target.key()) else { return };
         let shared = aws::shared_config(&self.config.aws).await;
-        target.replace_client(build_target(&self.config, configured, &shared, &self.metrics).await.api);
+        target.replace_client(build_target(&self.config, configured, &shared, &self.metrics, target.shard()).await.api);
     }
 }
 
@@ -328,7 +331,8 @@ impl Schedule {
         }
         self.metrics.preset(&new);
         let shared = aws::shared_config(&new.aws).await;
-        let mut fresh = Poller::new(&new, build_targets(&new, &shared, &self.metrics).await, self.metrics.clone());
+        let mut fresh =
+            Poller::new(&new, build_targets(&new, &shared, &self.metrics, self.shard).await, self.metrics.clone());
         let number = generation.number + 1;
         fresh.inherit(generation.stop().await);
         *config = Arc::new(new);
@@ -375,6 +379,8 @@ mod tests {
             images: Vec::new(),
             report_ids: Vec::new(),
             discovery: None,
+            shard: crate::shard::Shard::default(),
+            hash_owner: String::new(),
         };
         let poller = crate::poll::Poller::new(&config, vec![target], metrics.clone());
         (Arc::new(config), poller.into_targets().pop().expect("one target"))

@@ -7,12 +7,18 @@ use crate::aws;
 use crate::config::Config;
 use crate::poll::Target;
 use crate::self_metrics::SelfMetrics;
+use crate::shard::Shard;
 
 /// Every target of the configuration.
-pub(super) async fn build_targets(config: &Config, shared: &SdkConfig, metrics: &SelfMetrics) -> Vec<Target> {
+pub(super) async fn build_targets(
+    config: &Config,
+    shared: &SdkConfig,
+    metrics: &SelfMetrics,
+    shard: Shard,
+) -> Vec<Target> {
     let mut targets = Vec::with_capacity(config.targets.len());
     for target in &config.targets {
-        targets.push(build_target(config, target, shared, metrics).await);
+        targets.push(build_target(config, target, shared, metrics, shard).await);
     }
     targets
 }
@@ -28,6 +34,7 @@ pub(super) async fn build_target(
     target: &crate::config::Target,
     shared: &SdkConfig,
     metrics: &SelfMetrics,
+    shard: Shard,
 ) -> Target {
     let region = target.region.as_str();
     let sdk = aws::target_config(shared, target).await;
@@ -39,5 +46,7 @@ pub(super) async fn build_target(
         images: target.images.iter().map(|i| i.as_str().to_owned()).collect(),
         report_ids: target.report_ids.iter().map(|r| r.as_str().to_owned()).collect(),
         discovery: target.discover.clone(),
+        shard,
+        hash_owner: target.owner().unwrap_or_default().to_owned(),
     }
 }

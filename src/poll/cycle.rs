@@ -162,6 +162,7 @@ impl TargetPoller {
         let mut images: Vec<String> = self.target.images.clone();
         images.extend(self.memory.discovered.iter().cloned());
         images.extend(self.memory.pinned_images.values().cloned());
+        images.retain(|image| self.target.owns(image));
         images.sort();
         images.dedup();
         images

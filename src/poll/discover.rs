@@ -36,10 +36,11 @@ impl TargetPoller {
         }
     }
 
-    /// The configured images and the discovered ones, sorted, each once.
+    /// The configured images and the discovered ones that this shard owns, sorted, each once.
     pub(super) fn watched_images(&self) -> Vec<String> {
         let mut images = self.target.images.clone();
         images.extend(self.memory.discovered.iter().cloned());
+        images.retain(|image| self.target.owns(image));
         images.sort();
         images.dedup();
         images

@@ -21,7 +21,11 @@ pub(super) struct Listing {
 impl TargetPoller {
     /// Lists the reports, then checks what the listing says against what the target remembers.
     pub(super) async fn list(&mut self, images: &[String]) -> Listing {
-        let listing = list_reports(&self.target, images, &self.memory.pinned_images, self.settings.concurrency).await;
+        let mut listing =
+            list_reports(&self.target, images, &self.memory.pinned_images, self.settings.concurrency).await;
+        // Pinned reports are listed by ID, before their image is known: another shard may own it.
+        listing.by_image.retain(|image, _| self.target.owns(image));
+        listing.failed.retain(|image, _| self.target.owns(image));
         self.note_skipped(&listing.skipped, "reports");
         self.remember_pinned(&listing);
         self.check_requested(&listing);

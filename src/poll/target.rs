@@ -12,6 +12,7 @@ use crate::config::{Discovery, EntryQuery, ImageSettings, ReferenceSettings, Rep
 use crate::intern::Interner;
 use crate::report::{Backoff, ReportParams};
 use crate::self_metrics::SelfMetrics;
+use crate::shard::Shard;
 use crate::snapshot::{ImageFacts, ImageStatus, References, ReportUsage};
 
 /// The settings a poll needs, taken from the configuration; shared by all targets.
@@ -49,6 +50,17 @@ pub struct Target {
     pub report_ids: Vec<String>,
     /// More images to watch, found with DescribeImages.
     pub discovery: Option<Discovery>,
+    /// The share of the images this process owns (see `shard`), and the owner account that
+    /// keys them (the same in every shard: it comes from the configuration).
+    pub shard: Shard,
+    pub hash_owner: String,
+}
+
+impl Target {
+    /// Whether this process polls and serves the image.
+    pub fn owns(&self, image_id: &str) -> bool {
+        self.shard.owns(&self.hash_owner, &self.region, image_id)
+    }
 }
 
 /// What the poller remembers of one target between polls. All of it can be rebuilt from what
@@ -127,6 +139,10 @@ impl TargetPoller {
 
     pub fn region(&self) -> &str {
         &self.target.region
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.target.shard
     }
 
     /// Uses the strings `other` interns, so that inherited usage and new entries share them.

@@ -64,6 +64,8 @@ impl Harness {
             images: ids,
             report_ids: Vec::new(),
             discovery: None,
+            shard: crate::shard::Shard::default(),
+            hash_owner: String::new(),
         };
         let target = Poller::new(&config, vec![target], metrics).into_targets().pop().expect("one target");
         Self { running, target, clock: SystemTime::now(), poll_interval: config.poll_interval.get() }
