@@ -979,6 +979,31 @@ fn sharded_overlay_runs_a_statefulset_of_shards_instead_of_the_deployment() {
     assert_eq!(str_at(monitor, &["spec", "endpoints", "0", "port"], mfile), port_name);
 }
 
+/// The README says when and how to run more than one exporter, and its deploy table names the overlay.
+#[test]
+fn readme_explains_running_more_than_one() {
+    let section = readme_section("## Running more than one").join("\n");
+    for words in [
+        "deploy/kubernetes/sharded",
+        "`--total-shards`",
+        "`--shard`",
+        "replicas",
+        "BENCHMARKS.md",
+        "client token",
+        "hashmod",
+        "AmiUsageShardsMissing",
+        "AmiUsageShardingMismatch",
+    ] {
+        assert!(section.contains(words), "README.md's \"Running more than one\" does not mention {words:?}");
+    }
+    assert!(section.contains("```yaml") && section.contains("relabel_configs"), "a relabel_configs example");
+    let row = readme_section("## Deploy")
+        .into_iter()
+        .find(|l| l.starts_with("| [`deploy/kubernetes/`]"))
+        .expect("README.md's deploy table has a deploy/kubernetes/ row");
+    assert!(row.contains("deploy/kubernetes/sharded"), "README.md's deploy/kubernetes/ row names the sharded overlay");
+}
+
 #[test]
 fn dockerfile_exposes_the_documented_port_and_runs_as_non_root() {
     let port = documented_port();
