@@ -18,7 +18,7 @@ use serde_yaml::Value;
 /// Metrics the rules or the dashboard already use but README.md does not list yet, because the
 /// feature is being added at the same time. Remove a name once the README's metrics table has it
 /// (the test says so).
-const COMING_METRICS: &[&str] = &[];
+const COMING_METRICS: &[&str] = &["ami_usage_shard_ordinal", "ami_usage_total_shards"];
 
 const CONFIG_PATH_IN_IMAGE: &str = "/etc/ami-usage-exporter/config.yml";
 
@@ -732,8 +732,10 @@ fn kustomization_lists_every_manifest_and_none_sets_a_namespace() {
         .iter()
         .map(|r| r.as_str().expect("resources are paths"))
         .collect();
+    // The files of deploy/kubernetes itself: the overlays below it have their own kustomization.
     let present: BTreeSet<String> = files_with_extension(&dir, &["yaml", "yml"])
         .iter()
+        .filter(|p| p.parent() == Some(dir.as_path()))
         .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
         .filter(|n| n != "kustomization.yaml")
         .collect();
@@ -746,6 +748,260 @@ fn kustomization_lists_every_manifest_and_none_sets_a_namespace() {
             "{resource_file}: manifests are namespace-agnostic (set the namespace with kustomize or kubectl -n)"
         );
     }
+}
+
+/// An object's kind and name.
+fn kind_and_name(object: &Value, file: &str) -> (String, String) {
+    (str_at(object, &["kind"], file).to_owned(), str_at(object, &["metadata", "name"], file).to_owned())
+}
+
+/// Merges the mapping `patch` into `target`, as a strategic-merge patch does for mappings. Lists are
+/// merged by key in a strategic-merge patch, which this model leaves out: a patch with a list fails.
+fn merge_patch(target: &mut Value, patch: &Value, file: &str) {
+    let Some(patch) = patch.as_mapping() else { panic!("{file}: this model of kustomize merges mappings only") };
+    let Some(target) = target.as_mapping_mut() else { panic!("{file}: the patch's target is not a mapping") };
+    for (key, value) in patch {
+        assert!(
+            !value.is_sequence(),
+            "{file}: a patch with a list ({key:?}): extend kustomize_build in tests/deploy.rs"
+        );
+        match target.get_mut(key) {
+            Some(existing) if value.is_mapping() => merge_patch(existing, value, file),
+            _ => {
+                target.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// What `kustomize build dir` makes of the kit, each object with the file it comes from, for the part
+/// of kustomize the kit uses: `resources` (files, and directories with a kustomization.yaml), and
+/// `patches` given inline or by `path` without `target`, which are strategic-merge patches that delete
+/// a whole object (`$patch: delete`) or merge mappings into one. `images` changes nothing checked
+/// here. Anything else fails, so that the model never quietly differs from kustomize: like it, a
+/// patch without a target and two objects of the same kind and name are errors.
+fn kustomize_build(dir: &Path) -> Vec<(Value, String)> {
+    let path = dir.join("kustomization.yaml");
+    let file = relative(&path);
+    let kustomization = yaml(&path);
+    for key in kustomization.as_mapping().expect("a kustomization is a mapping").keys() {
+        let key = key.as_str().unwrap_or_default();
+        assert!(
+            ["apiVersion", "kind", "resources", "patches", "images", "namespace"].contains(&key),
+            "{file}: {key} is not modelled by kustomize_build in tests/deploy.rs"
+        );
+    }
+    assert_eq!(str_at(&kustomization, &["kind"], &file), "Kustomization");
+    let mut objects: Vec<(Value, String)> = Vec::new();
+    for resource in seq_at(&kustomization, &["resources"], &file) {
+        let resource = dir.join(resource.as_str().unwrap_or_else(|| panic!("{file}: resources are paths")));
+        let found = if resource.is_dir() {
+            kustomize_build(&resource)
+        } else {
+            yaml_documents(&resource).into_iter().map(|o| (o, relative(&resource))).collect()
+        };
+        for (object, source) in found {
+            let key = kind_and_name(&object, &source);
+            assert!(!objects.iter().any(|(o, f)| kind_and_name(o, f) == key), "{file}: {key:?} twice");
+            objects.push((object, source));
+        }
+    }
+    for patch in kustomization.get("patches").and_then(Value::as_sequence).into_iter().flatten() {
+        assert!(patch.get("target").is_none(), "{file}: a patch with a target is not modelled by kustomize_build");
+        let text = match (patch.get("patch").and_then(Value::as_str), patch.get("path").and_then(Value::as_str)) {
+            (Some(text), None) => text.to_owned(),
+            (None, Some(path)) => read(&dir.join(path)),
+            _ => panic!("{file}: a patch has either patch or path"),
+        };
+        let patch: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{file}: a patch is not YAML: {e}"));
+        let key = kind_and_name(&patch, &file);
+        let api_version = str_at(&patch, &["apiVersion"], &file);
+        let position = objects
+            .iter()
+            .position(|(o, f)| kind_and_name(o, f) == key && str_at(o, &["apiVersion"], f) == api_version)
+            .unwrap_or_else(|| panic!("{file}: the patch of {key:?} ({api_version}) matches no resource"));
+        if patch.get("$patch").and_then(Value::as_str) == Some("delete") {
+            objects.remove(position);
+        } else {
+            assert!(patch.get("$patch").is_none(), "{file}: only $patch: delete is modelled");
+            merge_patch(&mut objects[position].0, &patch, &file);
+        }
+    }
+    objects
+}
+
+/// The value of `--name=value` among `args`, which must hold the flag exactly once.
+fn flag_value<'a>(args: &[&'a str], name: &str, file: &str) -> &'a str {
+    let prefix = format!("{name}=");
+    let values: Vec<&str> = args.iter().filter_map(|a| a.strip_prefix(prefix.as_str())).collect();
+    assert!(
+        values.len() == 1 && !args.contains(&name),
+        "{file}: {name}=<value> exactly once in the args, found {args:?}"
+    );
+    values[0]
+}
+
+/// deploy/kubernetes/sharded: the base with a StatefulSet of shards instead of the Deployment,
+/// behind the base Service made headless, with a PodDisruptionBudget. Checked on what kustomize
+/// builds from it, in the model of `kustomize_build`.
+#[test]
+fn sharded_overlay_runs_a_statefulset_of_shards_instead_of_the_deployment() {
+    let dir = root().join("deploy/kubernetes/sharded");
+    let kpath = dir.join("kustomization.yaml");
+    let kfile = relative(&kpath);
+    let kustomization = yaml(&kpath);
+    assert!(kustomization.get("namespace").is_none(), "{kfile}: set the namespace with kubectl -n, as for the base");
+    // Every file of the overlay is a resource or a patch of it.
+    let mut used: BTreeSet<String> =
+        seq_at(&kustomization, &["resources"], &kfile).iter().filter_map(|r| r.as_str().map(str::to_owned)).collect();
+    assert!(used.contains("../"), "{kfile}: builds on the base (../)");
+    for patch in kustomization.get("patches").and_then(Value::as_sequence).into_iter().flatten() {
+        used.extend(patch.get("path").and_then(Value::as_str).map(str::to_owned));
+    }
+    for file in files_with_extension(&dir, &["yaml", "yml"]) {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        assert!(
+            name == "kustomization.yaml" || used.contains(&name),
+            "{kfile}: {name} is neither a resource nor a patch"
+        );
+    }
+
+    let base = kustomize_build(&root().join("deploy/kubernetes"));
+    assert!(base.iter().any(|(o, f)| str_at(o, &["kind"], f) == "Deployment"), "the model builds the base");
+    let objects = kustomize_build(&dir);
+    for (object, file) in &objects {
+        assert!(
+            at(object, &["metadata"], file).get("namespace").is_none(),
+            "{file}: manifests are namespace-agnostic (set the namespace with kustomize or kubectl -n)"
+        );
+    }
+    let one = |kind: &str| {
+        let found: Vec<&(Value, String)> = objects.iter().filter(|(o, f)| str_at(o, &["kind"], f) == kind).collect();
+        assert_eq!(found.len(), 1, "{kfile}: builds exactly one {kind}, found {}", found.len());
+        (&found[0].0, found[0].1.as_str())
+    };
+    assert!(
+        !objects.iter().any(|(o, f)| str_at(o, &["kind"], f) == "Deployment"),
+        "{kfile}: the base Deployment must not run beside the StatefulSet"
+    );
+    let (set, setfile) = one("StatefulSet");
+    let (service, sfile) = one("Service");
+    let (monitor, mfile) = one("ServiceMonitor");
+    let (budget, bfile) = one("PodDisruptionBudget");
+    let (account, afile) = one("ServiceAccount");
+    let (configmap, cfile) = one("ConfigMap");
+    one("PrometheusRule");
+    assert_eq!(str_at(set, &["apiVersion"], setfile), "apps/v1");
+
+    // As many shards as pods, each pod's shard from its name.
+    let replicas = at(set, &["spec", "replicas"], setfile).as_u64().expect("spec.replicas is a number");
+    assert!(replicas > 1, "{setfile}: a sharded exporter has more than one replica");
+    let containers = seq_at(set, &["spec", "template", "spec", "containers"], setfile);
+    assert_eq!(containers.len(), 1, "{setfile}: one container");
+    let container = &containers[0];
+    let args: Vec<&str> = seq_at(container, &["args"], setfile).iter().filter_map(Value::as_str).collect();
+    let total = flag_value(&args, "--total-shards", setfile);
+    assert_eq!(total.parse::<u64>().ok(), Some(replicas), "{setfile}: --total-shards={total} must equal replicas");
+    assert_eq!(flag_value(&args, "--shard", setfile), "$(POD_NAME)", "{setfile}: each pod's shard is its name");
+    let env = seq_at(container, &["env"], setfile);
+    let pod_name: Vec<&Value> =
+        env.iter().filter(|e| e.get("name").and_then(Value::as_str) == Some("POD_NAME")).collect();
+    assert_eq!(pod_name.len(), 1, "{setfile}: POD_NAME once in env");
+    assert_eq!(
+        str_at(pod_name[0], &["valueFrom", "fieldRef", "fieldPath"], setfile),
+        "metadata.name",
+        "{setfile}: POD_NAME is the pod's name (downward API)"
+    );
+    assert!(pod_name[0].get("value").is_none(), "{setfile}: POD_NAME comes from the downward API only");
+    assert_eq!(str_at(set, &["spec", "podManagementPolicy"], setfile), "Parallel");
+
+    // The pod is the Deployment's, with POD_NAME and the two flags added.
+    let (deployment, dfile) = manifest("deployment.yaml");
+    let without_args_and_env = |template: &Value| {
+        let mut template = template.clone();
+        if let Some(container) = template["spec"]["containers"][0].as_mapping_mut() {
+            container.remove("args");
+            container.remove("env");
+        }
+        template
+    };
+    let template = at(set, &["spec", "template"], setfile);
+    assert!(
+        without_args_and_env(template) == without_args_and_env(at(&deployment, &["spec", "template"], &dfile)),
+        "{setfile}: the pod template must be {dfile}'s but for args and env"
+    );
+    let base_args: Vec<&str> = seq_at(&deployment, &["spec", "template", "spec", "containers", "0", "args"], &dfile)
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let total_flag = format!("--total-shards={replicas}");
+    let mut expected_args = base_args.clone();
+    expected_args.extend(["--shard=$(POD_NAME)", total_flag.as_str()]);
+    assert_eq!(args, expected_args, "{setfile}: the Deployment's args, then --shard and --total-shards");
+    let pod = at(template, &["spec"], setfile);
+    assert_eq!(str_at(pod, &["serviceAccountName"], setfile), str_at(account, &["metadata", "name"], afile));
+    let volume = &seq_at(pod, &["volumes"], setfile)[0];
+    assert_eq!(str_at(volume, &["configMap", "name"], setfile), str_at(configmap, &["metadata", "name"], cfile));
+
+    // The headless Service, the ServiceMonitor and the budget select the shards' pods.
+    let pod_labels = at(template, &["metadata", "labels"], setfile);
+    let set_selector = at(set, &["spec", "selector", "matchLabels"], setfile);
+    assert!(selects(set_selector, pod_labels), "{setfile}: selector does not match its pods");
+    assert_eq!(str_at(set, &["spec", "serviceName"], setfile), str_at(service, &["metadata", "name"], sfile));
+    assert_eq!(str_at(service, &["spec", "clusterIP"], sfile), "None", "{sfile}: headless in the overlay");
+    assert!(
+        selects(at(service, &["spec", "selector"], sfile), pod_labels),
+        "{sfile}: selector does not match the pods"
+    );
+    let monitor_selector = at(monitor, &["spec", "selector", "matchLabels"], mfile);
+    assert!(
+        selects(monitor_selector, at(service, &["metadata", "labels"], sfile)),
+        "{mfile}: does not select the Service"
+    );
+    assert_eq!(str_at(budget, &["apiVersion"], bfile), "policy/v1");
+    assert_eq!(at(budget, &["spec", "maxUnavailable"], bfile).as_u64(), Some(1), "{bfile}: maxUnavailable 1");
+    assert!(budget["spec"].get("minAvailable").is_none(), "{bfile}: maxUnavailable, not minAvailable");
+    let budget_selector = at(budget, &["spec", "selector", "matchLabels"], bfile);
+    assert!(selects(budget_selector, pod_labels), "{bfile}: selector does not match the shards' pods");
+    assert_eq!(budget_selector, set_selector, "{bfile}: the StatefulSet's selector");
+
+    // One port name from the container to the ServiceMonitor; the probes use it.
+    let port = documented_port();
+    let container_port = &seq_at(container, &["ports"], setfile)[0];
+    assert_eq!(at(container_port, &["containerPort"], setfile).as_u64(), Some(u64::from(port)));
+    let port_name = str_at(container_port, &["name"], setfile);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(str_at(container, &[probe, "httpGet", "port"], setfile), port_name, "{setfile}: {probe} port");
+    }
+    let service_port = &seq_at(service, &["spec", "ports"], sfile)[0];
+    assert_eq!(str_at(service_port, &["name"], sfile), port_name);
+    assert_eq!(str_at(service_port, &["targetPort"], sfile), port_name);
+    assert_eq!(str_at(monitor, &["spec", "endpoints", "0", "port"], mfile), port_name);
+}
+
+/// The README says when and how to run more than one exporter, and its deploy table names the overlay.
+#[test]
+fn readme_explains_running_more_than_one() {
+    let section = readme_section("## Running more than one").join("\n");
+    for words in [
+        "deploy/kubernetes/sharded",
+        "`--total-shards`",
+        "`--shard`",
+        "replicas",
+        "BENCHMARKS.md",
+        "client token",
+        "hashmod",
+        "AmiUsageShardsMissing",
+        "AmiUsageShardingMismatch",
+    ] {
+        assert!(section.contains(words), "README.md's \"Running more than one\" does not mention {words:?}");
+    }
+    assert!(section.contains("```yaml") && section.contains("relabel_configs"), "a relabel_configs example");
+    let row = readme_section("## Deploy")
+        .into_iter()
+        .find(|l| l.starts_with("| [`deploy/kubernetes/`]"))
+        .expect("README.md's deploy table has a deploy/kubernetes/ row");
+    assert!(row.contains("deploy/kubernetes/sharded"), "README.md's deploy/kubernetes/ row names the sharded overlay");
 }
 
 #[test]
