@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -78,13 +78,19 @@ fn rules_without_delay(from: &Path, to: &Path) {
 }
 
 fn start_prometheus(exporter: &Exporter) -> Prometheus {
+    start_prometheus_on(&[exporter])
+}
+
+/// Prometheus scraping every exporter in `exporters` as one job.
+fn start_prometheus_on(exporters: &[&Exporter]) -> Prometheus {
     let dir = ScratchDir::new("prometheus");
     let rules = dir.0.join("rules.yml");
     rules_without_delay(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/rules.yml")), &rules);
+    let targets: Vec<String> = exporters.iter().map(|e| format!("'{}'", e.addr)).collect();
     let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nscrape_configs:\n  - job_name: ami-usage\n    static_configs:\n      - targets: ['{}']\n",
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nscrape_configs:\n  - job_name: ami-usage\n    static_configs:\n      - targets: [{}]\n",
         rules.display(),
-        exporter.addr
+        targets.join(", ")
     );
     let config_path = dir.0.join("prometheus.yml");
     std::fs::write(&config_path, config).expect("write prometheus.yml");
@@ -275,6 +281,63 @@ async fn the_image_life_alerts_fire_exactly_for_the_planted_images() {
         expected,
         "each alert names exactly the planted images, and nothing else fires"
     );
+}
+
+/// The firing alerts' names.
+fn firing_names(data: &serde_json::Value) -> BTreeSet<String> {
+    data["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["state"] == "firing")
+        .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_add_up_in_prometheus_and_a_stopped_shard_fires_the_sharding_alert() {
+    if !installed("prometheus") {
+        return;
+    }
+    let running = simulator(12, 6, Duration::from_secs(60)).await;
+    let sim = &running.sim;
+    let (expected, _) = truth(sim);
+    let config = config_for(&sim.image_ids(), "poll_interval: 1s\nimages:\n  facts: false");
+    let mut shards: Vec<Exporter> = (0..3)
+        .map(|i| {
+            let shard = format!("--shard={i}");
+            Exporter::start_with(&config, &running.endpoint_url(), &[shard.as_str(), "--total-shards=3"])
+        })
+        .collect();
+    for shard in &shards {
+        shard.wait_ready().await;
+    }
+    let prometheus = start_prometheus_on(&shards.iter().collect::<Vec<_>>());
+    let total: f64 = expected.values().sum();
+    let query = "/api/v1/query?query=sum(ami_usage_resources)";
+    query_until(&prometheus, query, "the usage of every shard", |d| {
+        d["result"][0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()) == Some(total)
+    })
+    .await;
+    let stored = query_until(&prometheus, "/api/v1/query?query=ami_usage_resources", "the usage series", |d| {
+        d["result"].as_array().is_some_and(|r| r.len() == expected.len())
+    })
+    .await;
+    assert_eq!(series_of(&stored), expected, "the three shards hold the ground truth, once");
+    // Let the rules run a few times on the whole set: neither sharding alert fires.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, body) = http_get(prometheus.addr, "/api/v1/alerts").await;
+    let alerts: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let firing = firing_names(&alerts["data"]);
+    assert!(!firing.iter().any(|n| n.starts_with("AmiUsageShard")), "all shards up: {firing:?}");
+
+    let stopped = shards.remove(1);
+    drop(stopped);
+    let alerts = query_until(&prometheus, "/api/v1/alerts", "the missing-shard alert", |d| {
+        firing_names(d).contains("AmiUsageShardsMissing")
+    })
+    .await;
+    assert!(!firing_names(&alerts).contains("AmiUsageShardingMismatch"), "the totals still agree");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
