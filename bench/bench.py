@@ -521,6 +521,121 @@ def scenario_memory(args, workdir, report):
                   "peak B/series over 0", "text B/series"], rows)
 
 
+def targets_config(images, regions, poll_interval="1h", create=False, concurrency=4, extra=""):
+    """One target per Region, each watching the same images (the simulator shows every Region
+    the same data), so that N Regions of M images are N x M (Region, image) pairs."""
+    lines = ["# written by bench/bench.py", f"poll_interval: {poll_interval}", "staleness_limit: 24h",
+             "images:", "  facts: false", "aws:", f"  max_concurrent_requests: {concurrency}",
+             "  max_concurrent_targets: 8", "reports:", f"  create: {'true' if create else 'false'}"]
+    lines += extra.splitlines()
+    lines.append("targets:")
+    for region in regions:
+        if images is None:
+            # Discovery: the owner's images, found by DescribeImages (a small file for a large estate).
+            lines += [f"  - region: {region}", "    discover: {}"]
+        else:
+            lines += [f"  - region: {region}", "    images:"] + [f"      - {i}" for i in images]
+    return "\n".join(lines) + "\n"
+
+
+def bench_regions(n):
+    return [f"bench-region-{i}" for i in range(1, n + 1)]
+
+
+def first_polls(exp, targets, timeout=900):
+    """Waits for every target's first poll; returns (wall ms since start, the longest poll ms)."""
+    polls = exp.wait_polls(targets, timeout)
+    return (time.monotonic() - exp.started) * 1000, max(int(p["duration_ms"]) for p in polls[:targets])
+
+
+def scenario_scale(args, workdir, report):
+    scale_targets(args, workdir, report)
+    scale_estate(args, workdir, report)
+    scale_public(args, workdir, report)
+
+
+def scale_targets(args, workdir, report):
+    # Many targets: 50 Regions of 200 images, 20 ms per call; then the same with one Region hung.
+    regions = bench_regions(50)
+    rows = []
+    for hung in (False, True):
+        faults = [{"fault": {"kind": "latency", "millis": 20}}]
+        if hung:
+            faults.append({"region": regions[0], "fault": {"kind": "latency", "millis": 600000}})
+        name = f"targets-{'hung' if hung else 'ok'}"
+        sim = Sim(workdir, name, 200, 4, faults=faults)
+        ids = sim.image_ids()
+        before = sim.requests()
+        exp = Exporter(workdir, name, sim, targets_config(ids, regions, poll_interval="30s"))
+        healthy = len(regions) - (1 if hung else 0)
+        wall, longest = first_polls(exp, healthy)
+        calls = sum(diff(sim.requests(), before).values())
+        ideal = calls / (8 * 4) * 20
+        before = sim.requests()
+        started = time.monotonic()
+        exp.wait_polls(2 * healthy)
+        steady = (time.monotonic() - started) * 1000
+        steady_calls = sum(diff(sim.requests(), before).values())
+        rows.append(["one Region hung" if hung else "all answer", healthy, calls, f"{wall:.0f}", f"{ideal:.0f}",
+                     f"{wall / ideal:.2f}", longest, steady_calls])
+        print("  " + " | ".join(map(str, rows[-1])), flush=True)
+        stop(exp.proc)
+        stop(sim.proc)
+    report.table("Many targets: 50 Regions x 200 images (4 accounts), 20 ms per call, 8 targets at once x 4 calls each; "
+                 "cold = from start to every answering target's first poll; ideal = calls / 32 x 20 ms",
+                 ["case", "targets done", "cold calls", "cold ms", "ideal ms", "ratio", "longest target poll ms",
+                  "calls of the next round"], rows)
+
+
+
+def scale_estate(args, workdir, report):
+    # The estate: 10 Regions x 10,000 images = 100,000 (Region, image) pairs, 2 accounts each,
+    # polled by 1, 2 and 4 shards side by side against one simulator.
+    regions = bench_regions(10)
+    rows = []
+    sim = Sim(workdir, "estate", 10000, 2)
+    for total in (1, 2, 4):
+        before = sim.requests()
+        # 10 x 10,000 IDs would be a 3 MB file, over the 1 MiB limit: the targets discover them.
+        config = targets_config(None, regions, poll_interval="1h", concurrency=8)
+        shards = [Exporter(workdir, f"estate-{total}-{i}", sim, config,
+                           extra=[f"--shard={i}", f"--total-shards={total}"]) for i in range(total)]
+        results = [first_polls(exp, len(regions), timeout=1800) for exp in shards]
+        calls = sum(diff(sim.requests(), before).values())
+        for i, exp in enumerate(shards):
+            text = exp.metrics()
+            rows.append([total, i, usage_series(text), f"{results[i][0]:.0f}", f"{exp.rss()[1] / 1024:.1f}"])
+            print("  " + " | ".join(map(str, rows[-1])), flush=True)
+        rows.append([total, "all", "", "", f"calls {calls}"])
+        for exp in shards:
+            stop(exp.proc)
+    stop(sim.proc)
+    report.table("Estate: 10 Regions x 10,000 images x 2 accounts x 2 types (100,000 Region-image pairs), "
+                 "cold poll by 1, 2 and 4 shards at once against one simulator",
+                 ["shards", "shard", "usage series", "cold ms (all its targets)", "peak RSS MiB"], rows)
+
+
+
+def scale_public(args, workdir, report):
+    # A public image: one image used by 50,000 accounts.
+    rows = []
+    sim = Sim(workdir, "public", 1, 50000)
+    ids = sim.image_ids()
+    for summed in (False, True):
+        before = sim.requests()
+        extra = "cardinality:\n  sum_accounts: true" if summed else ""
+        exp = Exporter(workdir, f"public-{summed}", sim, targets_config(ids, ["us-east-1"], extra=extra))
+        exp.wait_polls(1, timeout=900)
+        calls = diff(sim.requests(), before)
+        rows.append(["sum_accounts" if summed else "per account", calls.get("DescribeImageUsageReportEntries", 0),
+                     usage_series(exp.metrics()), f"{exp.rss()[1] / 1024:.1f}"])
+        print("  " + " | ".join(map(str, rows[-1])), flush=True)
+        stop(exp.proc)
+    stop(sim.proc)
+    report.table("Public image: 1 image used by 50,000 accounts x 2 types (100,000 entries)",
+                 ["series", "entry calls", "usage series", "peak RSS MiB"], rows)
+
+
 def scenario_startup(args, workdir, report):
     exe = EXPORTER[0]
     sim = Sim(workdir, "startup", 5, 8)
@@ -585,7 +700,7 @@ def machine():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    everything = ["scrape", "cost", "time", "memory", "startup"]
+    everything = ["scrape", "cost", "time", "memory", "startup", "scale"]
     parser.add_argument("scenarios", nargs="*", metavar="scenario", help=f"any of {', '.join(everything)} (default: all)")
     parser.add_argument("--sizes", nargs="+", default=["0", "100k", "1M"], choices=list(SIZES))
     parser.add_argument("--connections", nargs="+", type=int, default=[1, 16, 64])
