@@ -12,6 +12,8 @@ binaries first. Scenarios (BENCHMARKS.md explains each and records results):
            ideal (calls / concurrency x latency)
   memory   peak RSS at 0, 100k and 1M series, and RSS over many polls and scrapes
   startup  exec to serving /metrics (hyperfine), and the stripped binary's size
+  scale    50 targets (one hung), an estate of 100,000 Region-image pairs in 1, 2 and 4 shards, and
+           a public image used by 50,000 accounts
 
 Only the Python standard library is used. Every process listens on 127.0.0.1, runs in its own
 process group and is killed when this script exits, however it exits.
@@ -572,19 +574,20 @@ def scale_targets(args, workdir, report):
         calls = sum(diff(sim.requests(), before).values())
         ideal = calls / (8 * 4) * 20
         before = sim.requests()
-        started = time.monotonic()
-        exp.wait_polls(2 * healthy)
-        steady = (time.monotonic() - started) * 1000
+        # The healthy targets' second polls (the hung one's first poll ends, failed, meanwhile).
+        answering = [p for p in exp.wait_polls(2 * healthy + (1 if hung else 0)) if p.get("target") != regions[0] or not hung]
+        second = answering[healthy:2 * healthy]
         steady_calls = sum(diff(sim.requests(), before).values())
+        steady = max(int(p["duration_ms"]) for p in second)
         rows.append(["one Region hung" if hung else "all answer", healthy, calls, f"{wall:.0f}", f"{ideal:.0f}",
-                     f"{wall / ideal:.2f}", longest, steady_calls])
+                     f"{wall / ideal:.2f}", longest, steady_calls, steady])
         print("  " + " | ".join(map(str, rows[-1])), flush=True)
         stop(exp.proc)
         stop(sim.proc)
     report.table("Many targets: 50 Regions x 200 images (4 accounts), 20 ms per call, 8 targets at once x 4 calls each; "
                  "cold = from start to every answering target's first poll; ideal = calls / 32 x 20 ms",
                  ["case", "targets done", "cold calls", "cold ms", "ideal ms", "ratio", "longest target poll ms",
-                  "calls of the next round"], rows)
+                  "steady calls", "steady: longest target poll ms"], rows)
 
 
 

@@ -79,7 +79,7 @@ const COMMANDS: &[(&str, Coverage)] = &[
     (
         "bench/run.sh",
         Explained(
-            "it installs wrk, nginx and hyperfine and runs for 25 minutes (BENCHMARKS.md records a run); \
+            "it installs wrk, nginx and hyperfine and runs for about 30 minutes (BENCHMARKS.md records a run); \
              readme.rs::the_readme_scripts_exist_and_parse checks the script",
         ),
     ),
