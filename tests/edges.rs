@@ -373,3 +373,26 @@ async fn a_refused_saved_token_restarts_the_chain_from_the_first_page() {
     // The pages before the failure and the failed one, the refused resume, then all 10 pages.
     assert_eq!(served(sim, ENTRIES), before + 1 + 10);
 }
+
+/// A long first read (a large estate's cold start) logs its progress every few seconds: reports
+/// read of the total, at info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_read_of_entries_logs_its_progress() {
+    let running = simulator(40, 8, Duration::from_secs(60)).await;
+    let sim = &running.sim;
+    // Pages of 5 entries, 150 ms each: the one entry call of 40 reports takes about 8 s.
+    sim.add_fault(FaultRule::new(Fault::Latency { millis: 150 }).on(ENTRIES));
+    let config =
+        config_for(&sim.image_ids(), "poll_interval: 1h\nreports:\n  create: false\naws:\n  page_size: 5");
+    let exporter = Exporter::start(&config, &running.endpoint_url());
+    let deadline = Instant::now() + WAIT;
+    while !exporter.log().contains("reading usage report entries") {
+        assert!(Instant::now() < deadline, "no progress line; log:\n{}", exporter.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = exporter.log();
+    let line = log.lines().find(|l| l.contains("reading usage report entries")).unwrap_or_default();
+    assert!(line.contains("level=info") && line.contains("reports_total=40"), "{line}");
+    exporter.wait_ready().await;
+    assert_eq!(scraped_usage(&exporter.scrape().await), truth(sim).0, "and then the poll completes");
+}

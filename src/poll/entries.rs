@@ -2,8 +2,10 @@
 //! never changes, so each is read once, and its usage is cached for as long as it serves.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use super::bounded::bounded_tasks;
 use super::decide::Decision;
@@ -47,21 +49,26 @@ impl TargetPoller {
     /// says. Returns the usage of every report whose chain finished, and the reports whose
     /// chain failed.
     async fn read_entries(&mut self, unread: &[Report]) -> (Vec<(String, ReportUsage)>, HashMap<String, ApiError>) {
+        let done = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = self
             .entry_calls(unread)
             .into_iter()
             .map(|(wanted, mut chain)| {
                 let (api, query, strings) =
                     (self.target.api.clone(), self.settings.entry_query.clone(), Arc::clone(&self.strings));
+                let done = Arc::clone(&done);
                 async move {
                     let ids: Vec<String> = wanted.iter().map(|(id, _)| id.clone()).collect();
                     let outcome = api.describe_entries(&ids, &query, &strings, &mut chain).await;
+                    done.fetch_add(ids.len(), Ordering::Relaxed);
                     (wanted, chain, outcome)
                 }
             })
             .collect();
         let (mut read, mut failed, mut skipped) = (Vec::new(), HashMap::new(), Skipped::default());
-        for (_, result) in bounded_tasks(tasks, self.settings.concurrency).await {
+        let reading = bounded_tasks(tasks, self.settings.concurrency);
+        let results = with_progress(reading, &self.target.region, &done, unread.len()).await;
+        for (_, result) in results {
             let (wanted, chain, outcome) = match result {
                 Ok(done) => done,
                 // A panic stays a panic of the poll (caught, counted and logged by the schedule).
@@ -107,6 +114,25 @@ impl TargetPoller {
             calls.push((batch.iter().map(|r| (r.id.clone(), r.created)).collect(), EntryChain::default()));
         }
         calls
+    }
+}
+
+/// How often a long read of entries (a cold start of a large estate) logs how far it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Awaits `reading`, logging every `PROGRESS_EVERY` how many of `total` reports have been read,
+/// so that a first poll that takes minutes shows that it moves.
+async fn with_progress<F: Future>(reading: F, region: &str, done: &AtomicUsize, total: usize) -> F::Output {
+    let mut reading = std::pin::pin!(reading);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            output = &mut reading => return output,
+            _ = ticks.tick() => {
+                let read = done.load(Ordering::Relaxed);
+                tracing::info!(aws_region = %region, reports_read = read, reports_total = total, "reading usage report entries");
+            }
+        }
     }
 }
 
