@@ -382,8 +382,7 @@ async fn a_long_read_of_entries_logs_its_progress() {
     let sim = &running.sim;
     // Pages of 5 entries, 150 ms each: the one entry call of 40 reports takes about 8 s.
     sim.add_fault(FaultRule::new(Fault::Latency { millis: 150 }).on(ENTRIES));
-    let config =
-        config_for(&sim.image_ids(), "poll_interval: 1h\nreports:\n  create: false\naws:\n  page_size: 5");
+    let config = config_for(&sim.image_ids(), "poll_interval: 1h\nreports:\n  create: false\naws:\n  page_size: 5");
     let exporter = Exporter::start(&config, &running.endpoint_url());
     let deadline = Instant::now() + WAIT;
     while !exporter.log().contains("reading usage report entries") {
