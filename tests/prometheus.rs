@@ -94,18 +94,34 @@ fn start_prometheus_on(exporters: &[&Exporter]) -> Prometheus {
     );
     let config_path = dir.0.join("prometheus.yml");
     std::fs::write(&config_path, config).expect("write prometheus.yml");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let mut command = Command::new("prometheus");
-    common::die_with_parent(&mut command);
-    let child = command
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    Prometheus { child, addr, _dir: dir }
+    // The free port may be taken again before Prometheus binds it (other processes start beside
+    // it): a Prometheus that exits is started again on another port, a bounded number of times.
+    for attempt in 0..5 {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut command = Command::new("prometheus");
+        common::die_with_parent(&mut command);
+        let mut child = command
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.0.join(format!("data-{attempt}")).display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Prometheus { child, addr, _dir: dir };
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("prometheus did not start in 5 attempts");
 }
 
 /// Queries Prometheus's HTTP API until `done` accepts the answer's `data`.
