@@ -39,6 +39,8 @@ fn snapshot(images: usize, accounts: usize) -> Snapshot {
                 last_success: Some(created),
                 pending_since: None,
                 report_failures: 0,
+                report_error: None,
+                poll_error: None,
                 report: Some(Arc::new(ReportUsage { report_id: format!("amiur-{i:017x}"), created, usage })),
                 facts: None,
                 references: None,

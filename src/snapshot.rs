@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// No account runs a billion resources from one AMI (EC2 quotas are in the thousands); a larger
 /// count is a broken answer, and exporting it would wreck every sum built on it.
@@ -103,6 +103,10 @@ pub struct ImageStatus {
     /// The image's consecutive failed reports since its newest available one (0 when its
     /// latest report is fine).
     pub report_failures: usize,
+    /// Why the newest of those failed, in EC2's words (its `stateReason`).
+    pub report_error: Option<Arc<str>>,
+    /// The failed call that kept this poll from refreshing the image (`poll_success` false).
+    pub poll_error: Option<Arc<str>>,
     /// `None` while the image has no usable available report (none yet, or still pending).
     pub report: Option<Arc<ReportUsage>>,
     /// `None` until DescribeImages has told (or when it may not be called).
@@ -120,16 +124,50 @@ pub struct References {
     pub measured: SystemTime,
 }
 
+/// What the latest poll of one target did, and how the target stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetStatus {
+    pub region: Arc<str>,
+    /// As in `ImageStatus::owner`.
+    pub owner: Option<Arc<str>>,
+    /// `None` until the target's first poll finished.
+    pub last_poll: Option<PollSummary>,
+    /// While EC2 throttles the Region: when it is polled again.
+    pub backing_off_until: Option<SystemTime>,
+    /// When the in-account references were last counted completely; `None` when they are not
+    /// measured (or not yet).
+    pub references_measured: Option<SystemTime>,
+}
+
+/// One finished poll of a target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollSummary {
+    pub started: SystemTime,
+    pub duration: Duration,
+    /// HTTP attempts to EC2, retries included.
+    pub calls: u64,
+    /// Failed attempts by error code.
+    pub errors: BTreeMap<String, u64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Sorted by Region, then owner, then image ID.
     pub images: Vec<ImageStatus>,
+    /// Sorted by Region, then owner; empty where only images matter (tests, benches).
+    pub targets: Vec<TargetStatus>,
 }
 
 impl Snapshot {
-    pub fn new(mut images: Vec<ImageStatus>) -> Self {
+    pub fn new(images: Vec<ImageStatus>) -> Self {
+        Self::composed(images, Vec::new())
+    }
+
+    /// The images and targets of the latest polls.
+    pub fn composed(mut images: Vec<ImageStatus>, mut targets: Vec<TargetStatus>) -> Self {
         images.sort_by(|a, b| (&a.region, &a.owner, &a.image_id).cmp(&(&b.region, &b.owner, &b.image_id)));
-        Self { images }
+        targets.sort_by(|a, b| (&a.region, &a.owner).cmp(&(&b.region, &b.owner)));
+        Self { images, targets }
     }
 
     pub fn series_count(&self) -> usize {
@@ -194,6 +232,8 @@ mod tests {
             last_success: None,
             pending_since: None,
             report_failures: 0,
+            report_error: None,
+            poll_error: None,
             report,
             facts: None,
             references: None,

@@ -188,6 +188,8 @@ fn snapshot(images: Vec<Image>) -> Snapshot {
             last_success: image.last_success.map(time),
             pending_since: image.pending_since.map(time),
             report_failures: usize::from(image.poll_success),
+            report_error: None,
+            poll_error: None,
             report,
             facts: None,
             references: None,

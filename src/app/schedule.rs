@@ -23,7 +23,7 @@ use crate::render::RenderOptions;
 use crate::render::cache::RenderCache;
 use crate::self_metrics::SelfMetrics;
 use crate::shard::Shard;
-use crate::snapshot::{ImageStatus, Snapshot};
+use crate::snapshot::{ImageStatus, Snapshot, TargetStatus};
 
 fn ticker(interval: Duration) -> Interval {
     let mut ticker = tokio::time::interval(interval);
@@ -56,8 +56,9 @@ pub(super) struct Schedule {
 struct Polled {
     generation: u64,
     key: String,
-    /// `None` when the poll panicked: the target's previous images stay.
+    /// `None` when the poll panicked: the target's previous images (and status) stay.
     images: Option<Vec<ImageStatus>>,
+    target: Option<TargetStatus>,
     stats: PollStats,
     elapsed: Duration,
 }
@@ -160,6 +161,7 @@ impl TargetTask {
                         generation: self.generation,
                         key: target.key().to_owned(),
                         images: Some(poll.images),
+                        target: Some(poll.target),
                         stats: poll.stats,
                         elapsed: started.elapsed(),
                     }
@@ -172,6 +174,7 @@ impl TargetTask {
                         generation: self.generation,
                         key: target.key().to_owned(),
                         images: None,
+                        target: None,
                         stats: PollStats::default(),
                         elapsed: started.elapsed(),
                     }
@@ -196,18 +199,23 @@ impl TargetTask {
 #[derive(Default)]
 struct Latest {
     by_target: HashMap<String, Vec<ImageStatus>>,
+    targets: HashMap<String, TargetStatus>,
     /// Targets that finished their first poll (succeeded, failed or panicked).
     finished: HashSet<String>,
 }
 
 impl Latest {
     fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.by_target.values().flatten().cloned().collect())
+        Snapshot::composed(
+            self.by_target.values().flatten().cloned().collect(),
+            self.targets.values().cloned().collect(),
+        )
     }
 
     /// Forgets targets that are no longer configured.
     fn retain(&mut self, keys: &[String]) {
         self.by_target.retain(|k, _| keys.contains(k));
+        self.targets.retain(|k, _| keys.contains(k));
         self.finished.retain(|k| keys.contains(k));
     }
 }
@@ -255,6 +263,9 @@ impl Schedule {
                         latest.finished.insert(polled.key.clone());
                         if let Some(images) = polled.images.take() {
                             latest.by_target.insert(polled.key.clone(), images);
+                        }
+                        if let Some(target) = polled.target.take() {
+                            latest.targets.insert(polled.key.clone(), target);
                         }
                     }
                     self.publish(&latest, &config, &mut rendered).await;
@@ -369,8 +380,12 @@ mod tests {
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url("http://127.0.0.1:9")
             .build();
-        let api =
-            crate::aws::Ec2Client::new(aws_sdk_ec2::Client::from_conf(sdk), "us-east-1", metrics.api.clone(), 1, 5);
+        let api = crate::aws::Ec2Client::new(
+            aws_sdk_ec2::Client::from_conf(sdk),
+            crate::aws::CallCounter::new("us-east-1", metrics.api.clone()),
+            1,
+            5,
+        );
         let target = crate::poll::Target {
             region: "us-east-1".into(),
             owner: None,

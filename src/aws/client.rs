@@ -19,12 +19,12 @@ use aws_sdk_ec2::types::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use tokio::sync::Semaphore;
 
+use super::calls::{CallCounter, CallCounts};
 use super::convert;
 use super::error::{ApiError, Code};
 use crate::config::{EntryQuery, ReferenceType, ReferenceTypes, ReportPolicy};
 use crate::intern::Interner;
 use crate::report::{CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, Report};
-use crate::self_metrics::ApiMetrics;
 use crate::snapshot::{Entry, ImageFacts};
 
 /// A paginated call that needs more pages than this is treated as broken, not followed forever.
@@ -91,8 +91,8 @@ pub struct Ec2Client {
     limiter: Arc<Semaphore>,
     page_size: i32,
     region: String,
-    /// For failures the SDK never sees, such as a looping nextToken.
-    metrics: ApiMetrics,
+    /// Every call and failed call, and those the SDK never sees, such as a looping nextToken.
+    calls: CallCounter,
 }
 
 /// A DescribeImageUsageReportEntries chain read so far: the entries of its pages, and where the
@@ -165,8 +165,7 @@ impl Pages {
 impl Ec2Client {
     pub fn new(
         client: aws_sdk_ec2::Client,
-        region: &str,
-        metrics: ApiMetrics,
+        calls: CallCounter,
         max_concurrent_requests: usize,
         page_size: u32,
     ) -> Self {
@@ -174,9 +173,14 @@ impl Ec2Client {
             client,
             limiter: Arc::new(Semaphore::new(max_concurrent_requests.max(1))),
             page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
-            region: region.to_owned(),
-            metrics,
+            region: calls.region().to_owned(),
+            calls,
         }
+    }
+
+    /// The calls this client (and its clones) made since the last take.
+    pub fn take_calls(&self) -> CallCounts {
+        self.calls.take()
     }
 
     async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
@@ -216,9 +220,8 @@ impl Ec2Client {
             let page = self.call(pages.operation, request(pages.next.clone())).await?;
             let next = read(page);
             // A looping token is a failed call like any other, though the SDK never sees it.
-            let more = pages
-                .advance(next.as_deref())
-                .inspect_err(|e| self.metrics.error(&self.region, e.operation, e.code.as_str()))?;
+            let more =
+                pages.advance(next.as_deref()).inspect_err(|e| self.calls.error(e.operation, e.code.as_str()))?;
             if !more {
                 return Ok(());
             }

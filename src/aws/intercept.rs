@@ -13,20 +13,17 @@ use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryA
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
+use super::calls::CallCounter;
 use super::error::{Code, Failure, IncompleteAnswer, caused_by, classify};
-use crate::self_metrics::ApiMetrics;
 
 /// Counts each HTTP attempt (retries are requests EC2 throttles and sees, so they count) and
 /// each failed attempt by its error code.
 #[derive(Clone)]
-pub(super) struct RequestCounter {
-    pub(super) region: String,
-    pub(super) metrics: ApiMetrics,
-}
+pub(super) struct RequestCounter(pub(super) CallCounter);
 
 impl std::fmt::Debug for RequestCounter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestCounter").field("region", &self.region).finish()
+        f.debug_struct("RequestCounter").field("region", &self.0.region()).finish()
     }
 }
 
@@ -45,7 +42,7 @@ impl Intercept for RequestCounter {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.metrics.request(&self.region, operation_name(cfg));
+        self.0.request(operation_name(cfg));
         Ok(())
     }
 
@@ -59,7 +56,7 @@ impl Intercept for RequestCounter {
             let code = attempt_code(error, context.response());
             // The answer to a permission check (DryRun) that says "allowed" is not a failure.
             if code != Code::DryRunOperation {
-                self.metrics.error(&self.region, operation_name(cfg), code.as_str());
+                self.0.error(operation_name(cfg), code.as_str());
             }
         }
         Ok(())

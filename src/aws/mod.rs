@@ -8,6 +8,7 @@
 //! EKS Pod Identity), ECS task roles and EC2 instance metadata; `AWS_ENDPOINT_URL_EC2` (or
 //! `AWS_ENDPOINT_URL`) redirects the client, e.g. to a VPC endpoint.
 
+mod calls;
 mod client;
 mod convert;
 pub mod dry_run;
@@ -18,6 +19,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
+pub use calls::CallCounter;
 pub use client::{Described, Ec2Client, EntryChain, ReportSelector, Skipped};
 pub use error::{ApiError, Code};
 
@@ -81,19 +83,13 @@ pub async fn target_config(shared: &SdkConfig, target: &crate::config::Target) -
 
 /// The EC2 client of one Region: EC2 endpoints and throttling buckets are regional.
 pub fn region_client(shared: &SdkConfig, region: &str, settings: &AwsSettings, metrics: &ApiMetrics) -> Ec2Client {
-    let counter = intercept::RequestCounter { region: region.to_owned(), metrics: metrics.clone() };
+    let calls = CallCounter::new(region, metrics.clone());
     let config = aws_sdk_ec2::config::Builder::from(shared)
         .region(Region::new(region.to_owned()))
-        .interceptor(counter)
+        .interceptor(intercept::RequestCounter(calls.clone()))
         .interceptor(intercept::RequireCompleteAnswer)
         .retry_classifier(intercept::RetryBrokenAnswers)
         .build();
     let concurrency = settings.max_concurrent_requests.get() as usize;
-    Ec2Client::new(
-        aws_sdk_ec2::Client::from_conf(config),
-        region,
-        metrics.clone(),
-        concurrency,
-        settings.page_size.get(),
-    )
+    Ec2Client::new(aws_sdk_ec2::Client::from_conf(config), calls, concurrency, settings.page_size.get())
 }

@@ -2,6 +2,7 @@
 //! then each image's status, refreshed or its last good data.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::decide::Decision;
@@ -9,7 +10,7 @@ use super::list::Listing;
 use super::target::TargetPoller;
 use crate::aws::{ApiError, Code};
 use crate::report::Backoff;
-use crate::snapshot::ImageStatus;
+use crate::snapshot::{ImageStatus, PollSummary, TargetStatus};
 
 /// The longest a throttled Region waits between polls (or one poll interval, if longer).
 const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(3600);
@@ -32,6 +33,7 @@ pub struct PollStats {
 /// The images of one target after a poll, and what the poll did.
 pub struct TargetPoll {
     pub images: Vec<ImageStatus>,
+    pub target: TargetStatus,
     pub stats: PollStats,
 }
 
@@ -67,8 +69,21 @@ impl TargetPoller {
         if stats.failed_images > 0 {
             self.metrics.poll_failures.inc();
         }
-        self.metrics.poll_duration.with_label_values(&[&self.target.region]).set(started.elapsed().as_secs_f64());
-        TargetPoll { images, stats }
+        let duration = started.elapsed();
+        self.metrics.poll_duration.with_label_values(&[&self.target.region]).set(duration.as_secs_f64());
+        TargetPoll { images, target: self.status(now, duration), stats }
+    }
+
+    /// How the target stands after the poll that started at `now`.
+    fn status(&self, now: SystemTime, duration: Duration) -> TargetStatus {
+        let calls = self.target.api.take_calls();
+        TargetStatus {
+            region: self.target.region.clone(),
+            owner: self.target.owner.clone(),
+            last_poll: Some(PollSummary { started: now, duration, calls: calls.calls, errors: calls.errors }),
+            backing_off_until: self.memory.throttled.map(|b| b.until()).filter(|until| *until > now),
+            references_measured: self.memory.references_at.filter(|_| self.settings.references.enabled),
+        }
     }
 
     /// The steps of a poll, in order; each failed call is collected in `errors`, which decide
@@ -115,9 +130,9 @@ impl TargetPoller {
     ) -> Vec<ImageStatus> {
         let mut statuses = Vec::with_capacity(decisions.len() + listing.failed.len());
         for (image, decision) in decisions {
-            let failed = decision.serving.as_ref().is_some_and(|r| failed_reports.contains_key(&r.id));
-            let status = if failed {
-                self.unrefreshed(&image, now)
+            let failed = decision.serving.as_ref().and_then(|r| failed_reports.get(&r.id));
+            let status = if let Some(error) = failed {
+                self.failed(&image, error, now)
             } else {
                 ImageStatus {
                     region: self.target.region.clone(),
@@ -127,6 +142,8 @@ impl TargetPoller {
                     last_success: Some(now),
                     pending_since: decision.pending_since,
                     report_failures: decision.failures,
+                    report_error: decision.report_error.map(Arc::from),
+                    poll_error: None,
                     report: decision.serving.as_ref().and_then(|r| self.cache.get(&r.id).cloned()),
                     facts: None,
                     references: None,
@@ -134,8 +151,13 @@ impl TargetPoller {
             };
             statuses.push(status);
         }
-        statuses.extend(listing.failed.keys().map(|image| self.unrefreshed(image, now)));
+        statuses.extend(listing.failed.iter().map(|(image, error)| self.failed(image, error, now)));
         statuses
+    }
+
+    /// The status of an image a failed call kept from refreshing, with that call's error.
+    fn failed(&self, image: &str, error: &ApiError, now: SystemTime) -> ImageStatus {
+        ImageStatus { poll_error: Some(error.to_string().into()), ..self.unrefreshed(image, now) }
     }
 
     /// Throttling that outlasted the SDK's retries pushes the target's next poll back, so that
@@ -187,6 +209,8 @@ impl TargetPoller {
                 last_success: None,
                 pending_since: None,
                 report_failures: 0,
+                report_error: None,
+                poll_error: None,
                 report: None,
                 facts: None,
                 references: None,

@@ -20,6 +20,17 @@ pub(super) struct Decision {
     pub(super) pending_since: Option<SystemTime>,
     /// Consecutive failed reports of the image (0 when its latest report is fine).
     pub(super) failures: usize,
+    /// Why the newest of them failed.
+    pub(super) report_error: Option<String>,
+}
+
+/// Why a failed report failed: EC2's reason, or the state it stayed in too long.
+fn failure_reason(report: &Report) -> String {
+    match &report.state {
+        ReportState::Error { reason } => reason.clone(),
+        ReportState::Other(state) => format!("stayed in state {state:?} past reports.pending_timeout"),
+        ReportState::Pending | ReportState::Available => String::new(),
+    }
 }
 
 /// Report problems seen for the first time in a poll, to be logged and counted once.
@@ -62,10 +73,12 @@ impl TargetPoller {
             {
                 to_create.push(due);
             }
+            let failures = sorted.consecutive_failures();
             let decision = Decision {
                 serving: sorted.newest_available.cloned(),
                 pending_since: sorted.pending.map(|p| p.created),
-                failures: sorted.consecutive_failures().len(),
+                failures: failures.len(),
+                report_error: failures.first().map(|r| failure_reason(r)),
             };
             decisions.insert(image.clone(), decision);
         }

@@ -91,6 +91,8 @@ mod tests {
             last_success: Some(polled),
             pending_since: None,
             report_failures: 0,
+            report_error: None,
+            poll_error: None,
             report: Some(Arc::clone(report)),
             facts: None,
             references: None,

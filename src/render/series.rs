@@ -7,7 +7,7 @@ use super::text::{TextFamily, unix_seconds};
 use crate::METRIC_PREFIX as PREFIX;
 use crate::config::AccountId;
 use crate::config::Config;
-use crate::snapshot::{ImageFacts, ImageStatus, References, ReportUsage, Snapshot};
+use crate::snapshot::{ImageFacts, ImageStatus, References, ReportUsage, Snapshot, TargetStatus};
 
 const CACHED: &str = "Read from EC2 AMI usage reports, which EC2 builds asynchronously and the exporter refreshes on a schedule (reports lag by up to a day)";
 
@@ -116,7 +116,7 @@ pub(crate) fn render_status(snapshot: &Snapshot) -> Vec<u8> {
             facts.push(&labels, f);
         }
         if let Some(r) = &image.references {
-            references.push(image, &labels, r);
+            references.push(&labels, r);
         }
         success.push(&labels, if image.poll_success { 1.0 } else { 0.0 });
         if let Some(t) = image.last_success {
@@ -126,6 +126,9 @@ pub(crate) fn render_status(snapshot: &Snapshot) -> Vec<u8> {
             pending.push(&labels, unix_seconds(t));
         }
         failures.push(&labels, image.report_failures as f64);
+    }
+    for target in &snapshot.targets {
+        references.push_target(target);
     }
     let mut out = Vec::new();
     for family in [success, last, pending, failures] {
@@ -140,9 +143,6 @@ pub(crate) fn render_status(snapshot: &Snapshot) -> Vec<u8> {
 struct ReferenceFamilies {
     counts: TextFamily,
     measured: TextFamily,
-    /// The target whose measurement time was written last: images come sorted by Region and
-    /// owner, and every image of a target carries the same time.
-    last_target: Option<(String, Option<String>)>,
 }
 
 impl ReferenceFamilies {
@@ -156,21 +156,24 @@ impl ReferenceFamilies {
                 "references_last_success_timestamp_seconds",
                 "When the references were last counted completely (Unix time)",
             ),
-            last_target: None,
         }
     }
 
-    fn push(&mut self, image: &ImageStatus, labels: &[(&str, &str)], references: &References) {
+    fn push(&mut self, labels: &[(&str, &str)], references: &References) {
         for (resource_type, count) in &references.counts {
             self.counts.push(&[labels, &[("resource_type", resource_type)]].concat(), *count as f64);
         }
-        let target = (image.region.to_string(), image.owner.as_ref().map(|o| o.to_string()));
-        if self.last_target.as_ref() != Some(&target) {
-            // Region, and owner when labelled: the image labels without the image.
-            let target_labels = &labels[..labels.len() - 1];
-            self.measured.push(target_labels, unix_seconds(references.measured));
-            self.last_target = Some(target);
+    }
+
+    /// A target's last complete count: one series per target, labelled like its images but
+    /// for the image.
+    fn push_target(&mut self, target: &TargetStatus) {
+        let Some(measured) = target.references_measured else { return };
+        let mut labels: Vec<(&str, &str)> = vec![("aws_region", &target.region)];
+        if let Some(owner) = &target.owner {
+            labels.push(("owner_account_id", owner));
         }
+        self.measured.push(&labels, unix_seconds(measured));
     }
 
     fn append_to(self, out: &mut Vec<u8>) {
@@ -398,6 +401,8 @@ mod tests {
                 last_success: Some(UNIX_EPOCH + Duration::from_secs(1_759_200_000)),
                 pending_since: None,
                 report_failures: 0,
+                report_error: None,
+                poll_error: None,
                 report: Some(report),
                 facts: None,
                 references: None,
@@ -410,6 +415,8 @@ mod tests {
                 last_success: None,
                 pending_since: Some(UNIX_EPOCH + Duration::from_secs(1_759_300_000)),
                 report_failures: 3,
+                report_error: None,
+                poll_error: None,
                 report: None,
                 facts: None,
                 references: None,
