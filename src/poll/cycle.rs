@@ -181,13 +181,10 @@ impl TargetPoller {
     /// Every image the target is known to serve: the watched ones, the discovered ones and those
     /// of pinned reports.
     fn known_images(&self) -> Vec<String> {
-        let mut images: Vec<String> = self.target.images.clone();
-        images.extend(self.memory.discovered.iter().cloned());
-        images.extend(self.memory.pinned_images.values().cloned());
-        images.retain(|image| self.target.owns(image));
-        images.sort();
-        images.dedup();
-        images
+        let target = &self.target;
+        let memory = &self.memory;
+        target
+            .shard_images(target.images.iter().chain(&memory.discovered).chain(memory.pinned_images.values()).cloned())
     }
 
     /// The status of an image that this poll did not refresh: its last data, with its usage

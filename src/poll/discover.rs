@@ -38,11 +38,6 @@ impl TargetPoller {
 
     /// The configured images and the discovered ones that this shard owns, sorted, each once.
     pub(super) fn watched_images(&self) -> Vec<String> {
-        let mut images = self.target.images.clone();
-        images.extend(self.memory.discovered.iter().cloned());
-        images.retain(|image| self.target.owns(image));
-        images.sort();
-        images.dedup();
-        images
+        self.target.shard_images(self.target.images.iter().chain(&self.memory.discovered).cloned())
     }
 }

@@ -6,7 +6,7 @@
 //! the IDs EC2 refuses stand alone: the other images keep their facts. An image EC2 no longer
 //! knows is shown as `deregistered` (and logged) until the next refresh drops it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -20,7 +20,7 @@ use crate::snapshot::ImageFacts;
 struct Found {
     facts: HashMap<String, ImageFacts>,
     /// Images EC2 says do not exist.
-    missing: Vec<String>,
+    missing: HashSet<String>,
     /// The first failure that was not about an ID, if any: the refresh is incomplete.
     failed: Option<ApiError>,
 }

@@ -61,6 +61,15 @@ impl Target {
     pub fn owns(&self, image_id: &str) -> bool {
         self.shard.owns(&self.hash_owner, &self.region, image_id)
     }
+
+    /// The images among `candidates` that this process polls, sorted, each once: every step
+    /// takes the shard's share of its images here, so that no two steps can disagree.
+    pub(super) fn shard_images(&self, candidates: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut images: Vec<String> = candidates.into_iter().filter(|image| self.owns(image)).collect();
+        images.sort();
+        images.dedup();
+        images
+    }
 }
 
 /// What the poller remembers of one target between polls. All of it can be rebuilt from what
