@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// No account runs a billion resources from one AMI (EC2 quotas are in the thousands); a larger
@@ -175,6 +176,67 @@ impl Snapshot {
     }
 }
 
+/// How far a target's running poll has come. A snapshot is published when a poll ends, and
+/// the first poll of a large estate can take minutes; the status page reads this, live, to
+/// show that it moves.
+#[derive(Debug, Default)]
+pub struct PollProgress {
+    /// When the running poll started (Unix milliseconds); 0 while none runs.
+    started_ms: AtomicU64,
+    reports_read: AtomicUsize,
+    reports_total: AtomicUsize,
+}
+
+/// What `PollProgress` says at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub started: SystemTime,
+    /// Of the usage reports this poll reads (0 of 0 before it reads any).
+    pub reports_read: usize,
+    pub reports_total: usize,
+}
+
+impl PollProgress {
+    pub fn start(&self, now: SystemTime) {
+        let ms = now.duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis().max(1));
+        self.reports_read.store(0, Ordering::Relaxed);
+        self.reports_total.store(0, Ordering::Relaxed);
+        self.started_ms.store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    /// The poll is about to read the entries of `total` reports.
+    pub fn reading(&self, total: usize) {
+        self.reports_read.store(0, Ordering::Relaxed);
+        self.reports_total.store(total, Ordering::Relaxed);
+    }
+
+    pub fn read(&self, reports: usize) {
+        self.reports_read.fetch_add(reports, Ordering::Relaxed);
+    }
+
+    pub fn finish(&self) {
+        self.started_ms.store(0, Ordering::Release);
+    }
+
+    /// The running poll, if one runs.
+    pub fn now(&self) -> Option<Progress> {
+        let started_ms = self.started_ms.load(Ordering::Acquire);
+        (started_ms > 0).then(|| Progress {
+            started: std::time::UNIX_EPOCH + Duration::from_millis(started_ms),
+            reports_read: self.reports_read.load(Ordering::Relaxed),
+            reports_total: self.reports_total.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A target's running poll, as the status page finds it.
+#[derive(Debug, Clone)]
+pub struct LiveTarget {
+    pub region: Arc<str>,
+    pub owner: Option<Arc<str>>,
+    pub progress: Arc<PollProgress>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +274,20 @@ mod tests {
         ];
         let usage = ReportUsage::from_entries("amiur-new", UNIX_EPOCH, &entries);
         assert_eq!(usage.usage.values().sum::<u64>(), 10);
+    }
+
+    #[test]
+    fn progress_tells_a_running_poll_only() {
+        let progress = PollProgress::default();
+        assert_eq!(progress.now(), None);
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        progress.start(t);
+        progress.reading(40);
+        progress.read(15);
+        progress.read(5);
+        assert_eq!(progress.now(), Some(Progress { started: t, reports_read: 20, reports_total: 40 }));
+        progress.finish();
+        assert_eq!(progress.now(), None);
     }
 
     #[test]

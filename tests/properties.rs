@@ -1609,6 +1609,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                         last_success,
                         pending_since,
                         report_failures,
+                        report_error: None,
+                        poll_error: None,
                         report: report.map(Arc::new),
                         facts: None,
                         references: None,

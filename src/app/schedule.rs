@@ -21,6 +21,7 @@ use crate::http::reload::{Reload, ReloadTicket};
 use crate::poll::{PollStats, Poller, TargetPoller};
 use crate::render::RenderOptions;
 use crate::render::cache::RenderCache;
+use crate::render::page::StatusPage;
 use crate::self_metrics::SelfMetrics;
 use crate::shard::Shard;
 use crate::snapshot::{ImageStatus, Snapshot, TargetStatus};
@@ -85,8 +86,10 @@ impl Generation {
         let stop = schedule.shutdown.child_token();
         let mut keys = Vec::new();
         let mut tasks = Vec::new();
+        let mut live = Vec::new();
         for target in poller.into_targets() {
             keys.push(target.key().to_owned());
+            live.push(target.live());
             let task = TargetTask {
                 generation: number,
                 config: Arc::clone(config),
@@ -97,6 +100,7 @@ impl Generation {
             };
             tasks.push(tokio::spawn(task.run(target)));
         }
+        schedule.state.watch_polls(live);
         Self { number, keys, stop, tasks }
     }
 
@@ -282,12 +286,20 @@ impl Schedule {
         generation.stop().await;
     }
 
-    /// Renders and serves the composed snapshot; the cache renders the usage part again only
-    /// when a report or the options changed (see `render::cache`).
+    /// Renders and serves the composed snapshot: the exposition (the cache renders the usage
+    /// part again only when a report or the options changed, see `render::cache`) and the
+    /// status page.
     async fn publish(&self, latest: &Latest, config: &Config, cache: &mut RenderCache) {
-        match cache.prepare(latest.snapshot(), RenderOptions::from_config(config)).await {
+        let snapshot = Arc::new(latest.snapshot());
+        let options = RenderOptions::from_config(config);
+        match cache.prepare(Arc::clone(&snapshot), options.clone()).await {
             Ok(prepared) => self.state.publish(prepared),
             Err(error) => tracing::error!(%error, "rendering the metrics failed; the previous ones stay"),
+        }
+        let page = tokio::task::spawn_blocking(move || StatusPage::build(&snapshot, &options, SystemTime::now()));
+        match page.await {
+            Ok(page) => self.state.publish_page(page),
+            Err(error) => tracing::error!(%error, "rendering the status page failed; the previous one stays"),
         }
     }
 

@@ -31,7 +31,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::render::exposition::Prepared;
+use crate::render::page::StatusPage;
 use crate::self_metrics::SelfMetrics;
+use crate::snapshot::LiveTarget;
 use body::Chunks;
 use reload::Reload;
 use routes::{route, text};
@@ -65,6 +67,10 @@ pub struct WebState {
     options: ServerOptions,
     /// The exposition of the latest polls, swapped whole.
     exposition: ArcSwap<Prepared>,
+    /// The status page of the same polls.
+    page: ArcSwap<StatusPage>,
+    /// The polls of the targets, live: the page shows those running.
+    live: ArcSwap<Vec<LiveTarget>>,
     ready: AtomicBool,
     metrics: SelfMetrics,
     requests: Option<Arc<Semaphore>>,
@@ -77,6 +83,8 @@ impl WebState {
         Self {
             options,
             exposition: ArcSwap::from_pointee(Prepared::empty()),
+            page: ArcSwap::from_pointee(StatusPage::empty()),
+            live: ArcSwap::from_pointee(Vec::new()),
             ready: AtomicBool::new(false),
             metrics,
             requests,
@@ -87,6 +95,16 @@ impl WebState {
     /// Swaps in the exposition composed of the latest polls.
     pub fn publish(&self, exposition: Prepared) {
         self.exposition.store(Arc::new(exposition));
+    }
+
+    /// Swaps in the status page of the latest polls.
+    pub fn publish_page(&self, page: StatusPage) {
+        self.page.store(Arc::new(page));
+    }
+
+    /// The targets whose running polls the page shows (set when the targets start).
+    pub fn watch_polls(&self, live: Vec<LiveTarget>) {
+        self.live.store(Arc::new(live));
     }
 
     /// Marks the exporter ready: every target finished its first poll.
@@ -143,7 +161,8 @@ async fn answer(
         refused.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(web_config::WWW_AUTHENTICATE));
         return refused;
     }
-    route(state, &parts.method, parts.uri.path(), &parts.headers).await
+    let target = parts.uri.path_and_query().map_or_else(|| parts.uri.path(), |p| p.as_str());
+    route(state, &parts.method, target, &parts.headers).await
 }
 
 /// Whether a request to `path` takes one of the `--web.max-requests` slots: every one but a

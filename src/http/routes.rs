@@ -1,9 +1,12 @@
-//! What each path answers: `/metrics`, a landing page, health, readiness and reload, nothing
+//! What each path answers: `/metrics`, the status page, health, readiness and reload, nothing
 //! else.
 
 use std::time::Duration;
 
-use hyper::header::{ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, VARY};
+use hyper::header::{
+    ACCEPT, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderMap,
+    HeaderValue, VARY, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, Response, StatusCode};
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -11,6 +14,7 @@ use super::WebState;
 use super::body::Chunks;
 use super::reload::Reload;
 use crate::render::exposition::{Format, negotiate, text_to_openmetrics, wants_gzip};
+use crate::render::page::{self, PageQuery};
 
 /// A reload waits at most this long for the schedule to take it (it may be rendering a large
 /// exposition); one not taken by then is withdrawn.
@@ -34,14 +38,16 @@ fn method_not_allowed(allow: &'static str) -> Response<Chunks> {
     r
 }
 
-fn landing_page(telemetry_path: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>AMI Usage Exporter</title></head>\n<body>\n\
-<h1>AMI Usage Exporter</h1>\n<p>Version {}. Who uses your shared AMIs, from EC2 AMI usage reports.</p>\n\
-<ul>\n<li><a href=\"{telemetry_path}\">Metrics</a></li>\n<li><a href=\"/-/healthy\">Health</a></li>\n\
-<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
-        crate::VERSION_LINE
-    )
+/// The status page for the filters of `query`, under its content security policy.
+fn status_page(state: &WebState, query: Option<&str>) -> Response<Chunks> {
+    let query = PageQuery::parse(query);
+    let body = state.page.load().respond(&query, &state.live.load(), &state.options.telemetry_path);
+    let mut response = respond(StatusCode::OK, "text/html; charset=utf-8", Chunks::new(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(page::CSP));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The metrics in the format and encoding the scraper asked for.
@@ -65,8 +71,9 @@ fn metrics(state: &WebState, headers: &HeaderMap) -> Response<Chunks> {
 }
 
 /// Routes one request.
-pub async fn route(state: &WebState, method: &Method, path: &str, headers: &HeaderMap) -> Response<Chunks> {
+pub async fn route(state: &WebState, method: &Method, target: &str, headers: &HeaderMap) -> Response<Chunks> {
     let read_only = method == Method::GET || method == Method::HEAD;
+    let (path, query) = target.split_once('?').map_or((target, None), |(path, query)| (path, Some(query)));
     match path {
         "/-/reload" if (method == Method::POST || method == Method::PUT) && !state.options.lifecycle => {
             // Prometheus's answer, word for word: tools that drive Prometheus understand it.
@@ -76,11 +83,9 @@ pub async fn route(state: &WebState, method: &Method, path: &str, headers: &Head
         "/-/reload" => method_not_allowed("POST, PUT"),
         _ if !read_only => method_not_allowed("GET, HEAD"),
         p if p == state.options.telemetry_path => metrics(state, headers),
-        "/" => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            Chunks::text(landing_page(&state.options.telemetry_path)),
-        ),
+        "/" => status_page(state, query),
+        // Browsers ask for it on every page; an empty answer keeps a 404 off their console.
+        "/favicon.ico" => respond(StatusCode::NO_CONTENT, TEXT, Chunks::text("")),
         "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
         "/-/ready" if state.is_ready() => text(StatusCode::OK, "Ready\n"),
         "/-/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the first poll has not finished\n"),
@@ -186,6 +191,23 @@ mod tests {
         assert_eq!(get_reload.headers()[ALLOW], "POST, PUT");
         let landing = body_of(route(&s, &Method::GET, "/", &HeaderMap::new()).await).await;
         assert!(landing.contains("href=\"/metrics\""), "{landing}");
+    }
+
+    #[tokio::test]
+    async fn the_status_page_is_served_under_its_policy_with_its_filters() {
+        let s = state();
+        let page = route(&s, &Method::GET, "/?image=%3Cscript%3E&page=2", &HeaderMap::new()).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()[CONTENT_SECURITY_POLICY], page::CSP);
+        assert!(page::CSP.starts_with("default-src 'none'; style-src 'unsafe-inline'"));
+        assert_eq!(page.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let html = body_of(page).await;
+        assert!(html.contains("value=\"&lt;script&gt;\""), "the query, decoded and escaped: {html}");
+        assert!(!html.contains("<script"));
+        let icon = route(&s, &Method::GET, "/favicon.ico", &HeaderMap::new()).await;
+        assert_eq!(icon.status(), StatusCode::NO_CONTENT);
+        let metrics = route(&s, &Method::GET, "/metrics?x=1", &HeaderMap::new()).await;
+        assert_eq!(metrics.status(), StatusCode::OK, "a query string does not change the path");
     }
 
     #[tokio::test]

@@ -41,6 +41,7 @@ impl TargetPoller {
     /// Runs one poll of the target.
     pub async fn poll(&mut self, now: SystemTime) -> TargetPoll {
         let started = Instant::now();
+        self.progress.start(now);
         self.metrics.polls.inc();
         let mut stats = PollStats::default();
         #[cfg(test)]
@@ -70,6 +71,7 @@ impl TargetPoller {
             self.metrics.poll_failures.inc();
         }
         let duration = started.elapsed();
+        self.progress.finish();
         self.metrics.poll_duration.with_label_values(&[&self.target.region]).set(duration.as_secs_f64());
         TargetPoll { images, target: self.status(now, duration), stats }
     }

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::bounded::bounded_tasks;
@@ -13,7 +12,7 @@ use super::target::TargetPoller;
 use crate::aws::{ApiError, EntryChain, Skipped};
 use crate::config::MAX_IDS_PER_CALL;
 use crate::report::Report;
-use crate::snapshot::{Entry, ReportUsage};
+use crate::snapshot::{Entry, PollProgress, ReportUsage};
 
 /// The fewest reports a call is split down to (see `entry_batches`).
 const MIN_REPORTS_PER_SPLIT: usize = 50;
@@ -49,25 +48,25 @@ impl TargetPoller {
     /// says. Returns the usage of every report whose chain finished, and the reports whose
     /// chain failed.
     async fn read_entries(&mut self, unread: &[Report]) -> (Vec<(String, ReportUsage)>, HashMap<String, ApiError>) {
-        let done = Arc::new(AtomicUsize::new(0));
+        self.progress.reading(unread.len());
         let tasks: Vec<_> = self
             .entry_calls(unread)
             .into_iter()
             .map(|(wanted, mut chain)| {
                 let (api, query, strings) =
                     (self.target.api.clone(), self.settings.entry_query.clone(), Arc::clone(&self.strings));
-                let done = Arc::clone(&done);
+                let progress = Arc::clone(&self.progress);
                 async move {
                     let ids: Vec<String> = wanted.iter().map(|(id, _)| id.clone()).collect();
                     let outcome = api.describe_entries(&ids, &query, &strings, &mut chain).await;
-                    done.fetch_add(ids.len(), Ordering::Relaxed);
+                    progress.read(ids.len());
                     (wanted, chain, outcome)
                 }
             })
             .collect();
         let (mut read, mut failed, mut skipped) = (Vec::new(), HashMap::new(), Skipped::default());
         let reading = bounded_tasks(tasks, self.settings.concurrency);
-        let results = with_progress(reading, &self.target.region, &done, unread.len()).await;
+        let results = with_progress(reading, &self.target.region, &self.progress).await;
         for (_, result) in results {
             let (wanted, chain, outcome) = match result {
                 Ok(done) => done,
@@ -120,17 +119,19 @@ impl TargetPoller {
 /// How often a long read of entries (a cold start of a large estate) logs how far it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Awaits `reading`, logging every `PROGRESS_EVERY` how many of `total` reports have been read,
-/// so that a first poll that takes minutes shows that it moves.
-async fn with_progress<F: Future>(reading: F, region: &str, done: &AtomicUsize, total: usize) -> F::Output {
+/// Awaits `reading`, logging every `PROGRESS_EVERY` how many reports of the poll's total have
+/// been read, so that a first poll that takes minutes shows that it moves (the status page
+/// reads the same `progress`).
+async fn with_progress<F: Future>(reading: F, region: &str, progress: &PollProgress) -> F::Output {
     let mut reading = std::pin::pin!(reading);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     loop {
         tokio::select! {
             output = &mut reading => return output,
             _ = ticks.tick() => {
-                let read = done.load(Ordering::Relaxed);
-                tracing::info!(aws_region = %region, reports_read = read, reports_total = total, "reading usage report entries");
+                if let Some(now) = progress.now() {
+                    tracing::info!(aws_region = %region, reports_read = now.reports_read, reports_total = now.reports_total, "reading usage report entries");
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ use crate::intern::Interner;
 use crate::report::{Backoff, ReportParams};
 use crate::self_metrics::SelfMetrics;
 use crate::shard::Shard;
-use crate::snapshot::{ImageFacts, ImageStatus, References, ReportUsage};
+use crate::snapshot::{ImageFacts, ImageStatus, LiveTarget, PollProgress, References, ReportUsage};
 
 /// The settings a poll needs, taken from the configuration; shared by all targets.
 pub(super) struct Settings {
@@ -121,6 +121,8 @@ pub struct TargetPoller {
     pub(super) strings: Arc<Interner>,
     /// The last status of each image, served again when a later poll of the image fails.
     pub(super) last: HashMap<String, ImageStatus>,
+    /// How far the running poll is, for the status page.
+    pub(super) progress: Arc<PollProgress>,
     /// Makes the next poll panic half-way, for the tests of what follows a panic.
     #[cfg(test)]
     pub(super) panic_next: bool,
@@ -136,6 +138,7 @@ impl TargetPoller {
             cache: HashMap::new(),
             strings,
             last: HashMap::new(),
+            progress: Arc::default(),
             #[cfg(test)]
             panic_next: false,
         }
@@ -152,6 +155,15 @@ impl TargetPoller {
 
     pub fn shard(&self) -> Shard {
         self.target.shard
+    }
+
+    /// The target's running poll, live: what the status page shows while it runs.
+    pub fn live(&self) -> LiveTarget {
+        LiveTarget {
+            region: self.target.region.clone(),
+            owner: self.target.owner.clone(),
+            progress: Arc::clone(&self.progress),
+        }
     }
 
     /// Uses the strings `other` interns, so that inherited usage and new entries share them.
@@ -184,6 +196,7 @@ impl TargetPoller {
     /// half-updated. The last statuses stay (they are replaced whole at the end of a poll, so a
     /// panic cannot have touched them); everything else is read again from EC2.
     pub fn reset(&mut self) {
+        self.progress.finish();
         self.memory = Memory::default();
         self.cache.clear();
         self.strings.forget_unused();

@@ -57,7 +57,7 @@ impl RenderCache {
     /// threads that serve scrapes. On failure (a panic while rendering) the cache is unchanged.
     pub async fn prepare(
         &mut self,
-        snapshot: Snapshot,
+        snapshot: Arc<Snapshot>,
         options: RenderOptions,
     ) -> Result<Prepared, tokio::task::JoinError> {
         let inputs = UsageInputs::of(&snapshot, options);
@@ -126,11 +126,12 @@ mod tests {
         let report = Arc::new(ReportUsage::from_entries("amiur-1", UNIX_EPOCH, &[]));
         let mut cache = RenderCache::default();
         let t = UNIX_EPOCH + Duration::from_secs(100);
-        let first = cache.prepare(snapshot(&report, t), RenderOptions::default()).await.expect("renders");
-        let later = cache.prepare(snapshot(&report, t + Duration::from_secs(5)), RenderOptions::default()).await;
+        let first = cache.prepare(Arc::new(snapshot(&report, t)), RenderOptions::default()).await.expect("renders");
+        let later =
+            cache.prepare(Arc::new(snapshot(&report, t + Duration::from_secs(5))), RenderOptions::default()).await;
         assert!(first.shares_usage_with(&later.expect("renders")), "the same part, not a copy");
         let other = Arc::new(ReportUsage::from_entries("amiur-2", UNIX_EPOCH, &[]));
-        let changed = cache.prepare(snapshot(&other, t), RenderOptions::default()).await.expect("renders");
+        let changed = cache.prepare(Arc::new(snapshot(&other, t)), RenderOptions::default()).await.expect("renders");
         assert!(!first.shares_usage_with(&changed));
     }
 }

@@ -47,7 +47,17 @@ impl RenderOptions {
         }
     }
 
-    fn is_unexpected(&self, image: &str, account: &str) -> bool {
+    /// Whether unexpected use is tracked at all.
+    pub(super) fn tracks_unexpected(&self) -> bool {
+        self.expected.is_some()
+    }
+
+    /// The configured name of each named account.
+    pub(super) fn account_names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.names.iter().map(|(id, name)| (id.as_str(), name.as_str()))
+    }
+
+    pub(super) fn is_unexpected(&self, image: &str, account: &str) -> bool {
         self.expected.as_ref().is_some_and(|(all, per_image)| {
             !all.contains(account) && !per_image.get(image).is_some_and(|set| set.contains(account))
         })
