@@ -662,7 +662,7 @@ async fn every_dashboard_query_returns_data_for_the_planted_dataset() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    // The image-life tables and the unexpected use name exactly what was planted.
+    // The image-life panels and the unexpected use name exactly what was planted.
     let panel = |title: &str| {
         shown.get(&(title.to_owned(), "A".to_owned())).unwrap_or_else(|| panic!("no panel {title:?} with a query A"))
     };
@@ -673,4 +673,10 @@ async fn every_dashboard_query_returns_data_for_the_planted_dataset() {
     );
     assert_eq!(label_set(panel("Unexpected use"), "account_id"), BTreeSet::from([planted.unexpected_account.clone()]));
     assert_eq!(label_set(panel("Unexpected use"), "aws_region"), regions.iter().map(|r| (*r).to_owned()).collect());
+    assert_eq!(label_set(panel("Images"), "image_id"), images.iter().cloned().collect(), "every watched image");
+    assert_eq!(
+        label_set(panel("Own references by resource type"), "resource_type"),
+        ec2_sim::REFERENCE_RESOURCE_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+        "every resource type, as references.resource_types is all"
+    );
 }
