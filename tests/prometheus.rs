@@ -516,17 +516,6 @@ fn label_set(data: &serde_json::Value, label: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Grafana's built-in variables, as a panel 1000 pixels wide over the last hour would get them
-/// from a data source whose scrape interval is the default 15 s.
-const GRAFANA_BUILT_INS: &[(&str, &str)] = &[
-    ("__rate_interval", "1m"),
-    ("__interval", "15s"),
-    ("__interval_ms", "15000"),
-    ("__range", "1h"),
-    ("__range_s", "3600"),
-    ("__range_ms", "3600000"),
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_data_for_the_planted_dataset() {
     if !installed("prometheus") {
@@ -595,7 +584,7 @@ async fn every_dashboard_query_returns_data_for_the_planted_dataset() {
 
     // Every query of every panel, with every value selected (a regex alternation) and with "All"
     // (the variables' allValue): it parses and has data, now and over the last minutes.
-    let built_ins: Vec<(&str, String)> = GRAFANA_BUILT_INS.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+    let built_ins = common::dashboard::built_ins();
     let queries = common::dashboard::queries(&dashboard);
     assert!(queries.len() >= 10, "the dashboard's queries: {queries:?}");
     let mut pending = Vec::new();

@@ -73,6 +73,22 @@ pub fn legend_name(legend: &str, labels: &Value) -> String {
     out
 }
 
+/// Grafana's built-in variables, as a panel 1000 pixels wide over the last hour gets them from a
+/// data source whose scrape interval is the default 15 s.
+pub fn built_ins() -> Vec<(&'static str, String)> {
+    [
+        ("__rate_interval", "1m"),
+        ("__interval", "15s"),
+        ("__interval_ms", "15000"),
+        ("__range", "1h"),
+        ("__range_s", "3600"),
+        ("__range_ms", "3600000"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name, value.to_owned()))
+    .collect()
+}
+
 /// The template variable `name`.
 pub fn variable<'a>(dashboard: &'a Value, name: &str) -> &'a Value {
     dashboard["templating"]["list"]
