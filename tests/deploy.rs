@@ -2,8 +2,10 @@
 //!
 //! Every YAML and JSON file parses; the copies that must agree do (PrometheusRule and rules.yml,
 //! ConfigMap and the exporter's configuration, ports, paths and names across the manifests); every
-//! `ami_usage_*` metric the rules and the dashboard use is documented in README.md; and, when
-//! `promtool` is installed, the rules pass `promtool check rules` and their unit tests. Set
+//! `ami_usage_*` metric the rules and the dashboard use is documented in README.md; the dashboard
+//! follows Grafana's current schema (its variables, data sources, grid, panel ids and refIds);
+//! and, when `promtool` is installed, the rules pass `promtool check rules` and their unit tests,
+//! and the dashboard's queries parse. Set
 //! `AMI_USAGE_REQUIRE_PROMTOOL=1` (CI does) to fail instead of skipping when promtool is missing.
 
 use std::collections::BTreeSet;
@@ -14,6 +16,9 @@ use std::process::Command;
 use ami_usage_exporter::config::Config;
 use serde::Deserialize;
 use serde_yaml::Value;
+
+#[path = "common/dashboard.rs"]
+mod dashboard;
 
 /// Metrics the rules or the dashboard already use but README.md does not list yet, because the
 /// feature is being added at the same time. Remove a name once the README's metrics table has it
@@ -541,39 +546,91 @@ fn rules_and_dashboard_use_documented_metrics() {
     }
 }
 
+/// A panel's place on Grafana's grid of 24 columns: x, y, w, h.
+fn grid_position(panel: &serde_json::Value, file: &str) -> [u64; 4] {
+    let title = panel["title"].as_str().unwrap_or_default();
+    let position = ["x", "y", "w", "h"]
+        .map(|k| panel["gridPos"][k].as_u64().unwrap_or_else(|| panic!("{file}: panel {title:?} has no gridPos.{k}")));
+    let [x, _, w, h] = position;
+    assert!(w > 0 && h > 0 && x + w <= 24, "{file}: panel {title:?} gridPos {position:?} leaves the 24 columns");
+    position
+}
+
+/// Panels whose places on the grid overlap, by title.
+fn overlapping<'a>(panels: &[(&'a str, [u64; 4])]) -> Vec<(&'a str, &'a str)> {
+    let mut overlaps = Vec::new();
+    for (i, (a, [ax, ay, aw, ah])) in panels.iter().enumerate() {
+        for (b, [bx, by, bw, bh]) in &panels[i + 1..] {
+            if ax < &(bx + bw) && bx < &(ax + aw) && ay < &(by + bh) && by < &(ay + ah) {
+                overlaps.push((*a, *b));
+            }
+        }
+    }
+    overlaps
+}
+
 #[test]
 fn dashboard_is_well_formed() {
-    let file = "deploy/grafana/ami-usage.json";
-    let dashboard = json(&root().join(file));
+    let file = dashboard::PATH;
+    let dashboard = dashboard::load();
+    // Grafana 11 writes schema 39 and 40, Grafana 12 writes 41.
     let schema = dashboard["schemaVersion"].as_u64().expect("schemaVersion is a number");
-    assert!((36..=41).contains(&schema), "{file}: schemaVersion {schema}");
-    let variables = dashboard["templating"]["list"].as_array().expect("templating.list is a list");
-    let variable = |name: &str| {
-        variables.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("{file}: no variable {name}"))
-    };
-    assert_eq!(variable("datasource")["type"], "datasource");
-    assert_eq!(variable("datasource")["query"], "prometheus");
+    assert!((39..=41).contains(&schema), "{file}: schemaVersion {schema}, not a current one (39 to 41)");
+    let source = dashboard::variable(&dashboard, "datasource");
+    assert_eq!(source["type"], "datasource", "{file}: variable datasource");
+    assert_eq!(source["query"], "prometheus", "{file}: variable datasource");
     for name in ["aws_region", "image_id"] {
-        let definition = variable(name)["definition"].as_str().unwrap_or_default();
-        assert!(definition.starts_with("label_values("), "{file}: variable {name} is not a label_values query");
-        assert_eq!(variable(name)["datasource"]["uid"], "${datasource}", "{file}: variable {name}'s datasource");
+        let variable = dashboard::variable(&dashboard, name);
+        assert_eq!(variable["type"], "query", "{file}: variable {name}");
+        let query = dashboard::variable_query(variable);
+        let label = dashboard::label_values(query).map(|(_, label)| label);
+        assert_eq!(label, Some(name), "{file}: variable {name} is not label_values(<metric>, {name}): {query:?}");
+        assert_eq!(variable["definition"], query, "{file}: variable {name}'s definition is its query");
+        assert_eq!(variable["datasource"]["uid"], "${datasource}", "{file}: variable {name}'s datasource");
+        assert!(
+            variable["multi"] == true && variable["includeAll"] == true,
+            "{file}: variable {name} takes several values"
+        );
     }
-    let panels = dashboard["panels"].as_array().expect("panels is a list");
+
     let mut ids = BTreeSet::new();
-    let mut exprs = Vec::new();
-    for panel in panels {
+    let mut top_level = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels is a list") {
         let title = panel["title"].as_str().unwrap_or_default();
-        assert!(ids.insert(panel["id"].as_u64().expect("every panel has a numeric id")), "{file}: duplicate id");
+        top_level.push((title, grid_position(panel, file)));
+        // A collapsed row holds its panels, placed as they are when it opens.
+        let inside: Vec<(&str, [u64; 4])> = panel["panels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| (p["title"].as_str().unwrap_or_default(), grid_position(p, file)))
+            .collect();
+        assert!(overlapping(&inside).is_empty(), "{file}: panels of row {title:?} overlap: {:?}", overlapping(&inside));
+    }
+    assert!(overlapping(&top_level).is_empty(), "{file}: panels overlap: {:?}", overlapping(&top_level));
+    for panel in dashboard::panels(&dashboard) {
+        let title = panel["title"].as_str().unwrap_or_default();
+        let id = panel["id"].as_u64().unwrap_or_else(|| panic!("{file}: panel {title:?} has no numeric id"));
+        assert!(ids.insert(id), "{file}: panel {title:?} repeats id {id}");
         if panel["type"] == "row" {
             continue;
         }
         assert_eq!(panel["datasource"]["uid"], "${datasource}", "{file}: panel {title:?} datasource");
         let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("{file}: panel {title:?} has no targets"));
+        assert!(!targets.is_empty(), "{file}: panel {title:?} has no targets");
+        let mut ref_ids = BTreeSet::new();
         for target in targets {
-            let expr = target["expr"].as_str().unwrap_or_else(|| panic!("{file}: panel {title:?} target without expr"));
-            exprs.push(expr.to_owned());
+            let ref_id = target["refId"].as_str().unwrap_or_default();
+            assert!(!ref_id.is_empty(), "{file}: panel {title:?} has a target without a refId");
+            assert!(ref_ids.insert(ref_id), "{file}: panel {title:?} repeats refId {ref_id}");
+            assert_eq!(
+                target["datasource"]["uid"], "${datasource}",
+                "{file}: panel {title:?} target {ref_id} datasource"
+            );
+            assert!(target["expr"].is_string(), "{file}: panel {title:?} target {ref_id} has no expr");
         }
     }
+    let exprs: Vec<String> = dashboard::queries(&dashboard).into_iter().map(|q| q.expr).collect();
     for wanted in [
         "sum by (image_id) (ami_usage_resources",
         "topk(10, sum by (account_id) (ami_usage_resources",
@@ -584,6 +641,10 @@ fn dashboard_is_well_formed() {
         "sum by (operation) (rate(ami_usage_api_requests_total",
         "sum by (operation, code) (rate(ami_usage_api_errors_total",
         "ami_usage_poll_duration_seconds",
+        "(ami_usage_image_info{",
+        "(ami_usage_image_last_launched_timestamp_seconds{",
+        "(ami_usage_image_deprecation_timestamp_seconds{",
+        "sum by (resource_type) (ami_usage_references",
     ] {
         assert!(exprs.iter().any(|e| e.contains(wanted)), "{file}: no panel queries {wanted:?}");
     }
@@ -1167,19 +1228,17 @@ fn promtool_checks_and_unit_tests_pass() {
 
     // The dashboard's queries, with their template variables filled in, must be valid PromQL:
     // promtool checks them as recording rules.
-    let dashboard = json(&root().join("deploy/grafana/ami-usage.json"));
+    let dashboard = dashboard::load();
+    let mut variables = dashboard::built_ins();
+    variables.extend([("aws_region", ".*".to_owned()), ("image_id", ".*".to_owned())]);
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
-    let mut queries = 0;
-    for panel in dashboard["panels"].as_array().expect("panels is a list") {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let Some(expr) = target["expr"].as_str() else { continue };
-            let expr = expr.replace("$__rate_interval", "5m").replace("$aws_region", ".*").replace("$image_id", ".*");
-            let expr = serde_json::to_string(&expr).expect("a string serializes");
-            rules.push_str(&format!("      - record: dashboard:query{queries}\n        expr: {expr}\n"));
-            queries += 1;
-        }
+    let queries = dashboard::queries(&dashboard);
+    assert!(!queries.is_empty(), "the dashboard has no queries");
+    for (i, query) in queries.iter().enumerate() {
+        let expr = dashboard::interpolate(&query.expr, &variables);
+        let expr = serde_json::to_string(&expr).expect("a string serializes");
+        rules.push_str(&format!("      - record: dashboard:query{i}\n        expr: {expr}\n"));
     }
-    assert!(queries > 0, "the dashboard has no queries");
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ami-usage-dashboard-queries.yml");
     std::fs::write(&path, rules).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     let path = path.to_str().expect("the target directory is UTF-8");

@@ -14,6 +14,8 @@ use ec2_sim::{DatasetSpec, RunningSimulator, SimConfig, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod dashboard;
+
 /// How long a test waits for something the exporter should do within a few polls.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -354,8 +356,14 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
 
 /// A configuration watching the given images in us-east-1.
 pub fn config_for(images: &[String], extra: &str) -> String {
-    let list: Vec<String> = images.iter().map(|i| format!("      - {i}\n")).collect();
-    format!("{extra}\ntargets:\n  - region: us-east-1\n    images:\n{}", list.concat())
+    config_for_regions(&["us-east-1"], images, extra)
+}
+
+/// A configuration watching the given images in each of the Regions, one target a Region.
+pub fn config_for_regions(regions: &[&str], images: &[String], extra: &str) -> String {
+    let list: String = images.iter().map(|i| format!("      - {i}\n")).collect();
+    let targets: String = regions.iter().map(|r| format!("  - region: {r}\n    images:\n{list}")).collect();
+    format!("{extra}\ntargets:\n{targets}")
 }
 
 pub async fn simulator(images: usize, accounts: usize, pending_for: Duration) -> RunningSimulator {
