@@ -2,6 +2,8 @@
 //! simulator through `AWS_ENDPOINT_URL_EC2`, scraped over real HTTP on loopback.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod browser;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

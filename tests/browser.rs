@@ -1,0 +1,440 @@
+//! The exporter's pages in a real browser: headless Chromium (Debian's `chromium`), driven through
+//! Debian's `chromedriver` by the WebDriver client in tests/common/browser.rs, against the
+//! simulator and the exporter on loopback. The page must load with no console errors and show what
+//! the simulator holds, and its links must lead where they say. The harness itself is proved too:
+//! its console catches CSP violations and failed loads, its screenshots are PNGs of the window's
+//! size, nothing of the browser outlives it, and docs/screenshot.sh shoots a page for the README.
+//!
+//! Without chromedriver (or chromium) the tests say "skipped" and pass, unless
+//! `AMI_USAGE_REQUIRE_BROWSER=1` (CI).
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::browser::{Browser, WINDOW_WIDTH, find_on_path, png_size, skip_without};
+use common::{Exporter, Exposition, config_for, scraped_usage, simulator, truth};
+use ec2_sim::RunningSimulator;
+
+/// The simulator and a ready exporter watching all its images (one poll, then quiet).
+async fn ready_exporter() -> (RunningSimulator, Exporter) {
+    let running = simulator(3, 4, Duration::from_secs(60)).await;
+    let config = config_for(&running.sim.image_ids(), "poll_interval: 1h");
+    let exporter = Exporter::start(&config, &running.endpoint_url());
+    exporter.wait_ready().await;
+    (running, exporter)
+}
+
+/// Runs the browser part of a test on a blocking thread (the simulator answers on the async
+/// workers) and passes its panic on; `None` when the browser is not installed (skipped).
+async fn with_browser<T: Send + 'static>(test: impl FnOnce(&Browser) -> T + Send + 'static) -> Option<T> {
+    let outcome = tokio::task::spawn_blocking(move || Browser::start().map(|browser| test(&browser))).await;
+    outcome.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("ami-usage-browser-test-{}-{name}", std::process::id())))
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The console's errors, less Chromium's request for `/favicon.ico`, which the exporter answers
+/// with 404. Chromium logs that 404 as an error for a page without a Content-Security-Policy, such
+/// as today's landing page; under a policy of `default-src 'none'` (the status page's) it does not
+/// ask for the icon at all, and nothing is left out.
+fn console_errors_but_the_favicon(browser: &Browser, base: &str) -> Vec<String> {
+    let favicon = format!("{base}/favicon.ico - Failed to load resource: the server responded with a status of 404");
+    browser.console_errors().into_iter().filter(|e| !e.starts_with(&favicon)).collect()
+}
+
+/// The rendered text of the page's body.
+fn body_text(browser: &Browser) -> String {
+    browser.find("body").map(|body| body.text()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_landing_page_links_to_metrics_health_and_readiness_without_console_errors() {
+    let (running, exporter) = ready_exporter().await;
+    let (usage, _) = truth(&running.sim);
+    assert!(!usage.is_empty());
+    let base = format!("http://{}", exporter.addr);
+    with_browser(move |browser| {
+        browser.navigate(&format!("{base}/"));
+        assert_eq!(browser.title(), "AMI Usage Exporter");
+        assert_eq!(browser.find("h1").map(|h| h.text()).as_deref(), Some("AMI Usage Exporter"));
+        let text = body_text(browser);
+        assert!(text.contains(&format!("Version {}", env!("CARGO_PKG_VERSION"))), "{text}");
+        let links: Vec<(String, Option<String>)> =
+            browser.find_all("a").iter().map(|a| (a.text(), a.attribute("href"))).collect();
+        let expected = [("Metrics", "/metrics"), ("Health", "/-/healthy"), ("Readiness", "/-/ready")];
+        assert_eq!(
+            links,
+            expected.iter().map(|(text, href)| (text.to_string(), Some(href.to_string()))).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            console_errors_but_the_favicon(browser, &base),
+            Vec::<String>::new(),
+            "the landing page logs no errors"
+        );
+
+        // Each link, clicked as a person would, leads to its page.
+        let pages = [("Metrics", "/metrics"), ("Health", "/-/healthy"), ("Readiness", "/-/ready")];
+        for (name, path) in pages {
+            browser.navigate(&format!("{base}/"));
+            let link = browser
+                .find_all("a")
+                .into_iter()
+                .find(|a| a.text() == name)
+                .unwrap_or_else(|| panic!("no {name} link:\n{}", browser.page_source()));
+            link.click();
+            let url = format!("{base}{path}");
+            browser.wait_until(&format!("the {name} page"), Duration::from_secs(10), |b| {
+                (b.current_url() == url).then_some(())
+            });
+        }
+        assert_eq!(body_text(browser), "Ready", "the last page is readiness");
+
+        // The metrics page, as the browser renders it, holds the simulator's ground truth.
+        browser.navigate(&format!("{base}/metrics"));
+        let shown = Exposition::parse(&body_text(browser));
+        assert_eq!(scraped_usage(&shown), usage, "the metrics page in the browser shows the ground truth");
+        assert_eq!(console_errors_but_the_favicon(browser, &base), Vec::<String>::new(), "no page logged an error");
+    })
+    .await;
+}
+
+/// A tiny HTTP server on loopback for pages the exporter does not serve: one thread per
+/// connection, each bounded by a read timeout; stopped when dropped.
+struct PageServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A page: status, extra headers, body.
+type Page = (u16, &'static [(&'static str, &'static str)], &'static str);
+
+impl PageServer {
+    fn start(route: fn(&str) -> Page) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind loopback");
+        let addr = listener.local_addr().expect("local address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    std::thread::spawn(move || Self::serve(stream, route));
+                }
+            }
+        });
+        Self { addr, stop, thread: Some(thread) }
+    }
+
+    fn serve(mut stream: TcpStream, route: fn(&str) -> Page) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        let path = head.split(' ').nth(1).unwrap_or("/");
+        let (status, headers, body) = route(path);
+        let mut response = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+            if status == 200 { "OK" } else { "Not Found" },
+            body.len()
+        );
+        for (name, value) in headers {
+            response.push_str(&format!("{name}: {value}\r\n"));
+        }
+        response.push_str("\r\n");
+        response.push_str(body);
+        let _ = stream.write_all(response.as_bytes());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The test pages: one whose CSP blocks its inline style and image, one with a missing image,
+/// a clean one, and a tall one.
+fn test_pages(path: &str) -> Page {
+    const CSP: &[(&str, &str)] = &[("Content-Security-Policy", "default-src 'none'")];
+    match path {
+        "/csp" => (
+            200,
+            CSP,
+            "<!DOCTYPE html><html><head><title>csp</title><style>body { color: rgb(255, 0, 0) }</style></head>\
+             <body><p>blocked style</p><img src=\"/pixel.png\" alt=\"\"></body></html>",
+        ),
+        "/broken" => (
+            200,
+            &[],
+            "<!DOCTYPE html><html><head><title>broken</title></head><body><img src=\"/missing.png\" alt=\"\"></body></html>",
+        ),
+        "/clean" => (200, CSP, "<!DOCTYPE html><html><head><title>clean</title></head><body><p>fine</p></body></html>"),
+        "/tall" => (
+            200,
+            &[],
+            "<!DOCTYPE html><html><head><title>tall</title></head>\
+             <body style=\"margin:0\"><div style=\"height:3000px;background:linear-gradient(red,blue)\"></div></body></html>",
+        ),
+        _ => (404, &[], "not found"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_errors_report_csp_violations_and_failed_loads() {
+    let server = PageServer::start(test_pages);
+    let (csp, broken, clean) = (server.url("/csp"), server.url("/broken"), server.url("/clean"));
+    with_browser(move |browser| {
+        browser.navigate(&clean);
+        assert_eq!(browser.title(), "clean");
+        assert_eq!(browser.console_errors(), Vec::<String>::new(), "a clean page under CSP logs nothing");
+
+        browser.navigate(&csp);
+        let errors = browser.console_errors();
+        assert!(
+            errors.iter().any(|e| e.contains("inline style violates") && e.contains("Content Security Policy")),
+            "the blocked inline style is a console error: {errors:#?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("pixel.png") && e.contains("Content Security Policy")),
+            "the blocked image is a console error: {errors:#?}"
+        );
+        // The style really was blocked (WebDriver's own scripts are not subject to the page's CSP).
+        let color = browser.execute("return getComputedStyle(document.body).color", vec![]);
+        assert_eq!(color, "rgb(0, 0, 0)");
+        assert_eq!(browser.console_errors(), Vec::<String>::new(), "each entry is handed out once");
+
+        browser.navigate(&broken);
+        let errors = browser.console_errors();
+        assert!(
+            errors.iter().any(|e| e.contains("missing.png") && e.contains("404")),
+            "a failed load is a console error: {errors:#?}"
+        );
+
+        // WebDriver errors come back with chromedriver's error code and message.
+        let error = browser
+            .try_command("POST", "/element", Some(serde_json::json!({ "using": "css selector", "value": "[[[" })))
+            .expect_err("an invalid selector is an error");
+        assert_eq!(error.error, "invalid selector", "{error}");
+        assert!(browser.find("#absent").is_none());
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| browser.find_all("[[[")))
+            .expect_err("an invalid selector panics");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains("invalid selector") && message.contains("/elements"), "{message}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_are_pngs_of_the_window() {
+    let (_running, exporter) = ready_exporter().await;
+    let server = PageServer::start(test_pages);
+    let (landing, tall) = (format!("http://{}/", exporter.addr), server.url("/tall"));
+    with_browser(move |browser| {
+        browser.navigate(&landing);
+        let file = TempPath::new("landing.png");
+        let png = browser.screenshot_png(&file.0);
+        assert_eq!(std::fs::read(&file.0).expect("the screenshot file"), png);
+        let (width, height) = png_size(&png).expect("a PNG");
+        assert_eq!(width, WINDOW_WIDTH, "the viewport is the window's width");
+        assert!(height > 500, "{height}");
+        assert!(png.len() > 5_000, "a page with text is more than a blank PNG: {} bytes", png.len());
+
+        browser.navigate(&tall);
+        let file = TempPath::new("tall.png");
+        let viewport = png_size(&browser.screenshot_png(&file.0)).expect("a PNG");
+        let full = png_size(&browser.full_page_screenshot_png(&file.0)).expect("a PNG");
+        assert!(viewport.1 < 3000, "the viewport screenshot stops at the window: {viewport:?}");
+        assert_eq!(full, (WINDOW_WIDTH, 3000), "the full-page screenshot holds the whole document");
+    })
+    .await;
+}
+
+/// Whether any live process names `needle` on its command line, or has pid `pid`.
+fn live_processes(needle: &str, pids: &[u32]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // A zombie has exited; only its parent's wait is missing.
+        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')) || stat.is_empty() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if pids.contains(&pid) || cmdline.contains(needle) {
+            found.push(format!("{pid} {cmdline}"));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_of_the_browser_outlives_a_panicking_test() {
+    if find_on_path("chromedriver").is_none() {
+        skip_without("chromedriver");
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let test = std::thread::spawn(move || {
+        let browser = Browser::start().expect("chromedriver is installed");
+        browser.navigate("about:blank");
+        let pids = [Some(browser.chromedriver_pid()), browser.browser_pid()];
+        tx.send((pids.into_iter().flatten().collect::<Vec<_>>(), browser.profile_dir().to_owned())).unwrap();
+        panic!("a test failing with the browser open");
+    });
+    assert!(test.join().is_err(), "the test panicked");
+    let (pids, profile) = rx.recv().expect("the browser started");
+    assert_eq!(pids.len(), 2, "chromedriver reports Chromium's pid: {pids:?}");
+    let needle = profile.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = live_processes(&needle, &pids);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running after the browser was dropped:\n{}", left.join("\n"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!profile.exists(), "the profile {} is removed", profile.display());
+}
+
+/// The pids of a helper's chromedriver and Chromium, and the profile directory, as it prints them.
+const HELPER_LINE: &str = "helper browser:";
+
+#[test]
+#[ignore = "a helper: nothing_of_the_browser_outlives_a_killed_test runs it, then kills it"]
+fn helper_holds_a_browser_open_until_killed() {
+    let browser = Browser::start().expect("chromedriver is installed");
+    browser.navigate("about:blank");
+    println!(
+        "{HELPER_LINE} {} {} {}",
+        browser.chromedriver_pid(),
+        browser.browser_pid().expect("chromedriver reports Chromium's pid"),
+        browser.profile_dir().display()
+    );
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_of_the_browser_outlives_a_killed_test() {
+    if find_on_path("chromedriver").is_none() {
+        skip_without("chromedriver");
+        return;
+    }
+    // The helper's scratch files (chromedriver's and the profile) go to a directory removed here,
+    // since a killed process removes nothing.
+    let scratch = std::env::temp_dir().join(format!("ami-usage-browser-killed-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("create the scratch directory");
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args(["--exact", "helper_holds_a_browser_open_until_killed", "--ignored", "--nocapture"])
+        .env("TMPDIR", &scratch)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    common::die_with_parent(&mut cmd);
+    let mut helper = cmd.spawn().expect("run the helper test");
+    let stdout = helper.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(HELPER_LINE) {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60));
+    // SIGKILL: no Drop runs in the helper.
+    let _ = helper.kill();
+    let _ = helper.wait();
+    let line = line.expect("the helper started a browser");
+    let mut words = line.splitn(3, ' ');
+    let pids: Vec<u32> = words.by_ref().take(2).map(|w| w.parse().expect("a pid")).collect();
+    let profile = words.next().expect("the profile directory").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = live_processes(&profile, &pids);
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = std::fs::remove_dir_all(&scratch);
+            panic!("still running after the test holding the browser was killed:\n{}", left.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::remove_dir_all(&scratch).expect("remove the scratch directory");
+}
+
+fn screenshot_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.sh")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screenshot_script_shoots_the_landing_page() {
+    let usage = Command::new("bash").arg(screenshot_script()).output().expect("run bash");
+    assert_eq!(usage.status.code(), Some(2), "no arguments is a usage error");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("usage:"), "{usage:?}");
+    if find_on_path("chromium").is_none() {
+        skip_without("chromium");
+        return;
+    }
+    let (_running, exporter) = ready_exporter().await;
+    let url = format!("http://{}/", exporter.addr);
+    let out = TempPath::new("script.png");
+    let run = tokio::task::spawn_blocking({
+        let out = out.0.clone();
+        move || Command::new("bash").arg(screenshot_script()).arg(&url).arg(&out).arg("1024x700").output()
+    })
+    .await
+    .expect("join")
+    .expect("run docs/screenshot.sh");
+    assert!(
+        run.status.success(),
+        "docs/screenshot.sh failed ({}):\n{}{}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let png = std::fs::read(&out.0).expect("the screenshot file");
+    assert_eq!(png_size(&png), Some((1024, 700)), "a PNG of the size asked for");
+    assert!(png.len() > 5_000, "the page's text is in it: {} bytes", png.len());
+}
