@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ami_usage_exporter::render::exposition::{Format, Prepared};
+use ami_usage_exporter::render::page::{PageQuery, StatusPage};
 use ami_usage_exporter::render::{RenderOptions, render_snapshot};
-use ami_usage_exporter::snapshot::{ImageStatus, ReportUsage, Snapshot, UsageKey};
+use ami_usage_exporter::snapshot::{ImageFacts, ImageStatus, ReportUsage, Snapshot, UsageKey};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -102,5 +103,48 @@ fn render(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, render);
+/// The snapshot of 10,000 images (10 accounts, 2 resource types each) with their facts.
+fn estate() -> Snapshot {
+    let mut estate = snapshot(10_000, 10);
+    for (i, image) in estate.images.iter_mut().enumerate() {
+        image.facts = Some(Arc::new(ImageFacts {
+            name: format!("golden-base-{i}"),
+            state: "available".into(),
+            public: false,
+            created: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            last_launched: Some(UNIX_EPOCH + Duration::from_secs(1_759_000_000)),
+            deprecation: None,
+        }));
+    }
+    estate
+}
+
+/// The status page at 10,000 images: what writing it costs each poll, beside the exposition
+/// of the same snapshot, and what a request costs (it only picks prepared fragments).
+fn status_page(c: &mut Criterion) {
+    let estate = estate();
+    let options = RenderOptions::default();
+    let now = UNIX_EPOCH + Duration::from_secs(1_760_000_000);
+    let mut group = c.benchmark_group("status page, 10k images");
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group.bench_function("StatusPage::build", |b| b.iter(|| StatusPage::build(black_box(&estate), &options, now)));
+    group.bench_function("render_snapshot (same snapshot)", |b| {
+        b.iter(|| render_snapshot(black_box(&estate), &options))
+    });
+    let page = StatusPage::build(&estate, &options, now);
+    for (what, query) in [
+        ("first page", ""),
+        ("page 50", "page=50"),
+        ("one image", "image=ami-00000000000001388"),
+        ("search", "image=base-99"),
+    ] {
+        let query = PageQuery::parse(Some(query));
+        group.bench_function(format!("respond, {what}"), |b| {
+            b.iter(|| page.respond(black_box(&query), &[], "/metrics"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, render, status_page);
 criterion_main!(benches);

@@ -78,10 +78,23 @@ async fn demo(mut cli: Cli, listener: StdListener, endpoint: String) -> ExitCode
     tokio::spawn(async move { server.serve(listener, async move { stopped.cancelled().await }).await });
 
     let images: Vec<String> = sim.image_ids().iter().map(|i| format!("      - {i}\n")).collect();
+    // A few named accounts, and all but two expected: the status page and
+    // ami_usage_unexpected_resources then show what an unexpected account looks like.
+    let accounts = sim.account_ids();
+    let names: Vec<String> = accounts
+        .iter()
+        .zip(["platform", "data-pipeline", "web", "batch"])
+        .map(|(id, name)| format!("\"{id}\": {name}"))
+        .collect();
+    let expected: Vec<String> =
+        accounts.iter().take(accounts.len().saturating_sub(2)).map(|id| format!("\"{id}\"")).collect();
     // The simulator answers in microseconds: a call that takes seconds is hung, and must end well
     // within the 10 s between polls (attempt_timeout may not exceed operation_timeout).
     let config = format!(
-        "# Written by ami-usage-demo.\npoll_interval: 10s\naws:\n  attempt_timeout: 2s\n  operation_timeout: 5s\nreports:\n  max_age: 1h\ntargets:\n  - region: us-east-1\n    images:\n{}",
+        "# Written by ami-usage-demo.\npoll_interval: 10s\naws:\n  attempt_timeout: 2s\n  operation_timeout: 5s\n\
+         reports:\n  max_age: 1h\naccounts:\n  names: {{{}}}\n  expected: [{}]\ntargets:\n  - region: us-east-1\n    images:\n{}",
+        names.join(", "),
+        expected.join(", "),
         images.concat()
     );
     let path = std::env::temp_dir().join(format!("ami-usage-demo-{}.yml", std::process::id()));

@@ -32,6 +32,19 @@ impl Html {
         let iso = humantime::format_rfc3339_seconds(t).to_string();
         let shown = iso.replace('T', " ");
         let _ = write!(self.0, "<time datetime=\"{iso}\">{shown}</time>");
+        self.age(t, now)
+    }
+
+    /// A UTC day (the whole time in its tooltip), with its age at `now`: for times that are
+    /// days or months away.
+    pub(super) fn date(&mut self, t: SystemTime, now: SystemTime) -> &mut Self {
+        let iso = humantime::format_rfc3339_seconds(t).to_string();
+        let day = iso.get(..10).unwrap_or(&iso);
+        let _ = write!(self.0, "<time datetime=\"{iso}\" title=\"{iso}\">{day}</time>");
+        self.age(t, now)
+    }
+
+    fn age(&mut self, t: SystemTime, now: SystemTime) -> &mut Self {
         match now.duration_since(t) {
             Ok(age) => {
                 let _ = write!(self.0, " <span class=\"age\">({} ago)</span>", short(age));
@@ -53,18 +66,22 @@ impl Html {
     }
 }
 
-/// Escapes the five characters that matter in text and in quoted attribute values.
+/// Escapes the five characters that matter in text and in quoted attribute values. Most values
+/// have none: they are copied in runs, not character by character.
 pub(super) fn escape_into(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+    let mut rest = value;
+    while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&#39;",
+        });
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
 }
 
 pub(super) fn url_encoded(value: &str) -> String {

@@ -69,6 +69,9 @@ impl<'a> ImageView<'a> {
         }
         html.raw("</td><td class=\"state\">");
         state(&mut html, s.facts.as_deref(), now);
+        if self.candidate {
+            html.raw(" <span class=\"badge candidate\" title=\"available, no use and no reference, not launched for 90 days\">retirement candidate</span>");
+        }
         html.raw("</td><td class=\"report\">");
         report(&mut html, s, now);
         html.raw("</td><td class=\"usage num\" data-total=\"").count_plain(self.total).raw("\">");
@@ -80,7 +83,7 @@ impl<'a> ImageView<'a> {
         html.raw("</td><td class=\"launched\">");
         match s.facts.as_ref().map(|f| f.last_launched) {
             Some(Some(t)) => {
-                html.time(t, now);
+                html.date(t, now);
             }
             Some(None) => {
                 html.raw("never");
@@ -91,13 +94,9 @@ impl<'a> ImageView<'a> {
         }
         html.raw("</td><td class=\"deprecation\">");
         match s.facts.as_ref().and_then(|f| f.deprecation) {
-            Some(t) => html.time(t, now),
+            Some(t) => html.date(t, now),
             None => html.raw("—"),
         };
-        html.raw("</td><td class=\"retire\">");
-        if self.candidate {
-            html.raw("<span class=\"badge candidate\" title=\"available, no use and no reference, not launched for 90 days\">retirement candidate</span>");
-        }
         html.raw("</td></tr>\n");
         html.into_string()
     }
@@ -113,7 +112,7 @@ impl<'a> ImageView<'a> {
             html.raw("<dt>Visibility</dt><dd>").raw(if facts.public { "public" } else { "shared or private" });
             html.raw("</dd>");
             if let Some(t) = facts.created {
-                html.raw("<dt>Created</dt><dd>").time(t, now).raw("</dd>");
+                html.raw("<dt>Created</dt><dd>").date(t, now).raw("</dd>");
             }
         }
         html.raw("<dt>Total use</dt><dd class=\"total\">").count(self.total).raw("</dd>");
@@ -140,11 +139,9 @@ impl<'a> ImageView<'a> {
     fn usage(&self, html: &mut Html) {
         html.raw("<span class=\"total\">").count(self.total).raw("</span>");
         if !self.by_type.is_empty() {
-            html.raw("<div class=\"types\">");
-            for (i, (resource_type, n)) in self.by_type.iter().enumerate() {
-                html.raw(if i > 0 { " · " } else { "" }).text(resource_type).raw(" ").count(*n);
+            for (resource_type, n) in &self.by_type {
+                html.raw("<div class=\"types\">").text(resource_type).raw(" ").count(*n).raw("</div>");
             }
-            html.raw("</div>");
         }
     }
 
@@ -197,8 +194,8 @@ fn state(html: &mut Html, facts: Option<&ImageFacts>, now: SystemTime) {
 fn report(html: &mut Html, s: &ImageStatus, now: SystemTime) {
     match &s.report {
         Some(report) => {
-            html.raw("<span class=\"report-id\">").text(&report.report_id).raw("</span><div>");
-            html.time(report.created, now).raw("</div>");
+            html.raw("<span class=\"report-id\">").text(&report.report_id).raw("</span><div>created ");
+            html.date(report.created, now).raw("</div>");
         }
         None if s.pending_since.is_none() => {
             html.raw("<span class=\"muted\">no report yet</span>");
@@ -226,7 +223,7 @@ fn report(html: &mut Html, s: &ImageStatus, now: SystemTime) {
 
 fn references(html: &mut Html, s: &ImageStatus) {
     let Some(references) = &s.references else {
-        html.raw("<span class=\"muted\">not measured</span>");
+        html.raw("<span class=\"muted\" title=\"not measured (references.enabled)\">—</span>");
         return;
     };
     let used: Vec<_> = references.counts.iter().filter(|(_, n)| **n > 0).collect();

@@ -33,8 +33,8 @@ pub const PAGE_SIZE: usize = 100;
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0 1.5em 2em;color:#1d2330}\
 h1{font-size:1.5em;margin:.6em 0 .1em}h2{font-size:1.15em;margin:1.4em 0 .4em}h3{margin:.8em 0 .3em}\
-nav a{margin-right:1em}td.id,.account,time,.report-id{white-space:nowrap}.meta,.muted,.age,.owner,.name{color:#5c6475}.age,.owner,.name,.types{font-size:.86em}\
-table{border-collapse:collapse;width:100%}th,td{text-align:left;vertical-align:top;padding:.3em .5em;border-bottom:1px solid #e3e6ec}\
+nav a{margin-right:1em}td.id,td.region,time,.report-id,.types,.account{white-space:nowrap}.meta,.muted,.age,.owner,.name{color:#5c6475}.age,.owner,.name,.types{font-size:.86em}\
+table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;vertical-align:top;padding:.3em .5em;border-bottom:1px solid #e3e6ec}\
 th{background:#f4f6f9;font-weight:600}.num{text-align:right}tr.unexpected{background:#fff4f2}\
 .account.unexpected,.bad{color:#b42318}.warn{color:#9a5b00}.badge{display:inline-block;padding:0 .45em;border-radius:.7em;\
 font-size:.8em;background:#e8ebf0;color:#1d2330}.badge.ok{background:#e3f4e8;color:#17603a}.badge.bad{background:#fde4e1;color:#b42318}\
@@ -225,7 +225,7 @@ const TARGETS_HEAD: &str = "<section id=\"targets\"><h2>Targets</h2>\n<table><th
 <th>Throttling</th><th>References counted</th></tr></thead><tbody>\n";
 const IMAGES_HEAD: &str = "<table><thead><tr><th>Image</th><th>Region</th><th>State</th><th>Report</th>\
 <th class=\"num\">Resources</th><th>Top accounts</th><th>References</th><th>Last launched</th><th>Deprecation</th>\
-<th></th></tr></thead><tbody>\n";
+</tr></thead><tbody>\n";
 
 /// The doctype, the stylesheet and the heading: the same on every page.
 static HEAD: LazyLock<Bytes> = LazyLock::new(|| {
