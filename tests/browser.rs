@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::browser::{Browser, WINDOW_WIDTH, find_on_path, png_size, skip_without};
-use common::{Exporter, Exposition, config_for, scraped_usage, simulator, truth};
+use common::{Exporter, Exposition, config_for, config_for_regions, scraped_usage, simulator, truth};
 use ec2_sim::RunningSimulator;
 
 /// The simulator and a ready exporter watching all its images (one poll, then quiet).
@@ -54,51 +55,158 @@ impl Drop for TempPath {
     }
 }
 
-/// The console's errors, less Chromium's request for `/favicon.ico`, which the exporter answers
-/// with 404. Chromium logs that 404 as an error for a page without a Content-Security-Policy, such
-/// as today's landing page; under a policy of `default-src 'none'` (the status page's) it does not
-/// ask for the icon at all, and nothing is left out.
-fn console_errors_but_the_favicon(browser: &Browser, base: &str) -> Vec<String> {
-    let favicon = format!("{base}/favicon.ico - Failed to load resource: the server responded with a status of 404");
-    browser.console_errors().into_iter().filter(|e| !e.starts_with(&favicon)).collect()
-}
-
 /// The rendered text of the page's body.
 fn body_text(browser: &Browser) -> String {
     browser.find("body").map(|body| body.text()).unwrap_or_default()
 }
 
+/// A figure of the page, as shown (`1,234`).
+fn figure(browser: &Browser, css: &str) -> u64 {
+    let text = browser.find(css).map(|e| e.text()).unwrap_or_else(|| panic!("no {css}:\n{}", browser.page_source()));
+    text.replace(',', "").parse().unwrap_or_else(|_| panic!("{css} is not a number: {text:?}"))
+}
+
+/// The image rows of the page: (Region, image ID, total shown, marked unexpected).
+fn image_rows(browser: &Browser) -> Vec<(String, String, u64, bool)> {
+    browser
+        .find_all("tr.image")
+        .iter()
+        .map(|row| {
+            let attribute = |name: &str| row.attribute(name).unwrap_or_default();
+            let total = row.find("td.usage").and_then(|td| td.attribute("data-total")).unwrap_or_default();
+            let class = attribute("class");
+            (
+                attribute("data-region"),
+                attribute("data-image"),
+                total.parse().unwrap_or(u64::MAX),
+                class.contains("unexpected"),
+            )
+        })
+        .collect()
+}
+
+/// Submits the filter form and waits for the page it leads to.
+fn submit_filters(browser: &Browser, expect_in_url: &str) {
+    browser.find("form button[type=submit]").expect("the filter button").click();
+    browser.wait_until(&format!("a URL with {expect_in_url}"), Duration::from_secs(10), |b| {
+        b.current_url().contains(expect_in_url).then_some(())
+    });
+}
+
+/// The page a person opens first: in Chromium, under its Content-Security-Policy, with no console
+/// error, it shows the simulator's ground truth for two Regions of 60 images (two pages of
+/// images), marks the unexpected account's use, names the named account, and its filters, typed
+/// and clicked as a person would, narrow the list to a Region and then to one image, whose
+/// accounts table equals the ground truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_landing_page_links_to_metrics_health_and_readiness_without_console_errors() {
+async fn the_status_page_shows_the_ground_truth_and_its_filters_work() {
+    let running = simulator(60, 4, Duration::from_secs(60)).await;
+    let (usage, _) = truth(&running.sim);
+    let accounts: BTreeSet<String> = usage.keys().map(|(_, account, _)| account.clone()).collect();
+    let stranger = accounts.iter().next_back().cloned().expect("accounts");
+    let named = accounts.iter().next().cloned().expect("accounts");
+    let expected: Vec<String> = accounts.iter().filter(|a| **a != stranger).map(|a| format!("\"{a}\"")).collect();
+    let extra = format!(
+        "poll_interval: 1h\naccounts:\n  names: {{\"{named}\": payments}}\n  expected: [{}]",
+        expected.join(", ")
+    );
+    let regions = ["eu-west-1", "us-east-1"];
+    let exporter =
+        Exporter::start(&config_for_regions(&regions, &running.sim.image_ids(), &extra), &running.endpoint_url());
+    exporter.wait_ready().await;
+    // Per image: its total, and whether the stranger uses it (0 and no for unused images).
+    let mut per_image: BTreeMap<String, (u64, bool)> =
+        running.sim.image_ids().into_iter().map(|image| (image, (0, false))).collect();
+    for ((image, account, _), n) in &usage {
+        let entry = per_image.entry(image.clone()).or_default();
+        entry.0 += *n as u64;
+        entry.1 |= *account == stranger && *n > 0.0;
+    }
+    let base = format!("http://{}", exporter.addr);
+    with_browser(move |browser| {
+        browser.navigate(&format!("{base}/"));
+        assert_eq!(browser.title(), "AMI Usage Exporter");
+        let text = body_text(browser);
+        assert!(text.contains(&format!("Version {}", env!("CARGO_PKG_VERSION"))), "{text}");
+        for (name, href) in [("Metrics", "/metrics"), ("Health", "/-/healthy"), ("Readiness", "/-/ready")] {
+            let link = browser.find_all("nav a").into_iter().find(|a| a.text() == name);
+            assert_eq!(link.and_then(|a| a.attribute("href")).as_deref(), Some(href), "{name}");
+        }
+        assert_eq!(figure(browser, "#total-targets"), 2);
+        assert_eq!(figure(browser, "#total-images"), 120);
+        let total: u64 = per_image.values().map(|(n, _)| n).sum();
+        assert_eq!(figure(browser, "#total-resources"), 2 * total, "both Regions, as the simulator holds");
+        assert_eq!(browser.find_all("tr.target").len(), 2);
+        assert!(text.contains("payments"), "the named account by its name");
+
+        // Two pages of images, every row the ground truth.
+        let mut shown = image_rows(browser);
+        assert_eq!(shown.len(), 100, "a page holds 100 images");
+        browser.find("a[rel=next]").expect("a next page").click();
+        browser.wait_until("page 2", Duration::from_secs(10), |b| b.current_url().contains("page=2").then_some(()));
+        shown.extend(image_rows(browser));
+        assert_eq!(shown.len(), 120);
+        let want: BTreeSet<(String, String, u64, bool)> = regions
+            .iter()
+            .flat_map(|r| per_image.iter().map(move |(image, (n, odd))| (r.to_string(), image.clone(), *n, *odd)))
+            .collect();
+        assert_eq!(shown.into_iter().collect::<BTreeSet<_>>(), want, "rows equal the ground truth");
+        assert!(want.iter().any(|row| row.3), "the dataset has unexpected use to show");
+
+        // Filter by Region, as a person would: pick it, click Filter.
+        browser.navigate(&format!("{base}/"));
+        browser.find("select[name=region] option[value=eu-west-1]").expect("the Region's option").click();
+        submit_filters(browser, "region=eu-west-1");
+        let rows = image_rows(browser);
+        assert_eq!(rows.len(), 60);
+        assert!(rows.iter().all(|r| r.0 == "eu-west-1"), "{rows:?}");
+        assert_eq!(browser.find_all("tr.target").len(), 1, "and only its target");
+
+        // Then one image: its row and its accounts.
+        let (image, (image_total, _)) =
+            per_image.iter().find(|(_, (_, odd))| *odd).expect("an image the stranger uses");
+        let input = browser.find("input[name=image]").expect("the image field");
+        input.clear();
+        input.send_keys(image);
+        submit_filters(browser, &format!("image={image}"));
+        let rows = image_rows(browser);
+        assert_eq!(rows, [("eu-west-1".to_owned(), image.clone(), *image_total, true)]);
+        let detail: BTreeMap<String, u64> = browser
+            .find_all("section.detail table.accounts tbody tr")
+            .iter()
+            .map(|tr| {
+                let cells: Vec<String> = tr.find_all("td").iter().map(|td| td.text()).collect();
+                (cells[0].clone(), cells[2].replace(',', "").parse().unwrap_or(u64::MAX))
+            })
+            .collect();
+        let mut truth_accounts: BTreeMap<String, u64> = BTreeMap::new();
+        for ((i, account, _), n) in &usage {
+            if i == image && *n > 0.0 {
+                *truth_accounts.entry(account.clone()).or_default() += *n as u64;
+            }
+        }
+        assert_eq!(detail, truth_accounts, "the image's accounts");
+        let marked = browser.find_all("section.detail tr.unexpected");
+        assert_eq!(marked.len(), 1);
+        assert!(marked[0].text().contains(&stranger));
+        assert_eq!(browser.console_errors(), Vec::<String>::new(), "no page logged an error");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_links_lead_where_they_say_and_metrics_show_the_ground_truth() {
     let (running, exporter) = ready_exporter().await;
     let (usage, _) = truth(&running.sim);
     assert!(!usage.is_empty());
     let base = format!("http://{}", exporter.addr);
     with_browser(move |browser| {
-        browser.navigate(&format!("{base}/"));
-        assert_eq!(browser.title(), "AMI Usage Exporter");
-        assert_eq!(browser.find("h1").map(|h| h.text()).as_deref(), Some("AMI Usage Exporter"));
-        let text = body_text(browser);
-        assert!(text.contains(&format!("Version {}", env!("CARGO_PKG_VERSION"))), "{text}");
-        let links: Vec<(String, Option<String>)> =
-            browser.find_all("a").iter().map(|a| (a.text(), a.attribute("href"))).collect();
-        let expected = [("Metrics", "/metrics"), ("Health", "/-/healthy"), ("Readiness", "/-/ready")];
-        assert_eq!(
-            links,
-            expected.iter().map(|(text, href)| (text.to_string(), Some(href.to_string()))).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            console_errors_but_the_favicon(browser, &base),
-            Vec::<String>::new(),
-            "the landing page logs no errors"
-        );
-
         // Each link, clicked as a person would, leads to its page.
         let pages = [("Metrics", "/metrics"), ("Health", "/-/healthy"), ("Readiness", "/-/ready")];
         for (name, path) in pages {
             browser.navigate(&format!("{base}/"));
             let link = browser
-                .find_all("a")
+                .find_all("nav a")
                 .into_iter()
                 .find(|a| a.text() == name)
                 .unwrap_or_else(|| panic!("no {name} link:\n{}", browser.page_source()));
@@ -114,7 +222,7 @@ async fn the_landing_page_links_to_metrics_health_and_readiness_without_console_
         browser.navigate(&format!("{base}/metrics"));
         let shown = Exposition::parse(&body_text(browser));
         assert_eq!(scraped_usage(&shown), usage, "the metrics page in the browser shows the ground truth");
-        assert_eq!(console_errors_but_the_favicon(browser, &base), Vec::<String>::new(), "no page logged an error");
+        assert_eq!(browser.console_errors(), Vec::<String>::new(), "no page logged an error");
     })
     .await;
 }
@@ -409,7 +517,7 @@ fn screenshot_script() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_screenshot_script_shoots_the_landing_page() {
+async fn the_screenshot_script_shoots_the_status_page() {
     let usage = Command::new("bash").arg(screenshot_script()).output().expect("run bash");
     assert_eq!(usage.status.code(), Some(2), "no arguments is a usage error");
     assert!(String::from_utf8_lossy(&usage.stderr).contains("usage:"), "{usage:?}");
@@ -437,4 +545,36 @@ async fn the_screenshot_script_shoots_the_landing_page() {
     let png = std::fs::read(&out.0).expect("the screenshot file");
     assert_eq!(png_size(&png), Some((1024, 700)), "a PNG of the size asked for");
     assert!(png.len() > 5_000, "the page's text is in it: {} bytes", png.len());
+}
+
+/// The README's picture: docs/demo-screenshot.sh runs the demo, waits for its refreshed reports
+/// and shoots its status page, the same way the committed docs/status-page.png was made.
+#[cfg(feature = "demo")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_screenshot_script_shoots_the_demos_status_page() {
+    if find_on_path("chromium").is_none() {
+        skip_without("chromium");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/demo-screenshot.sh");
+    let out = TempPath::new("demo.png");
+    let run = tokio::task::spawn_blocking({
+        let out = out.0.clone();
+        move || Command::new("bash").arg(script).arg(&out).env("DEMO", env!("CARGO_BIN_EXE_ami-usage-demo")).output()
+    })
+    .await
+    .expect("join")
+    .expect("run docs/demo-screenshot.sh");
+    assert!(
+        run.status.success(),
+        "docs/demo-screenshot.sh failed ({}):\n{}{}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let png = std::fs::read(&out.0).expect("the screenshot file");
+    assert_eq!(png_size(&png), Some((1280, 900)), "the README picture's size");
+    let committed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-page.png"));
+    assert_eq!(committed.ok().and_then(|p| png_size(&p)), Some((1280, 900)), "docs/status-page.png is such a picture");
+    assert!(png.len() > 50_000, "a page full of figures: {} bytes", png.len());
 }
