@@ -377,14 +377,25 @@ async fn a_refused_saved_token_restarts_the_chain_from_the_first_page() {
 /// A long first read (a large estate's cold start) logs its progress every few seconds: reports
 /// read of the total, at info.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_read_of_entries_logs_its_progress() {
+async fn a_long_read_of_entries_logs_and_shows_its_progress() {
     let running = simulator(40, 8, Duration::from_secs(60)).await;
     let sim = &running.sim;
     // Pages of 5 entries, 150 ms each: the one entry call of 40 reports takes about 8 s.
     sim.add_fault(FaultRule::new(Fault::Latency { millis: 150 }).on(ENTRIES));
     let config = config_for(&sim.image_ids(), "poll_interval: 1h\nreports:\n  create: false\naws:\n  page_size: 5");
     let exporter = Exporter::start(&config, &running.endpoint_url());
+    // While the read runs, the status page shows how far it is.
     let deadline = Instant::now() + WAIT;
+    let page = loop {
+        let (_, page) = exporter.get("/").await;
+        if page.contains("<span class=\"of\">40</span>") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "the page shows no progress:\n{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(page.contains("id=\"progress\"") && page.contains("Polling us-east-1 since"), "{page}");
+    assert!(page.contains("No poll has finished yet."), "the first poll is the one running");
     while !exporter.log().contains("reading usage report entries") {
         assert!(Instant::now() < deadline, "no progress line; log:\n{}", exporter.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -394,4 +405,7 @@ async fn a_long_read_of_entries_logs_its_progress() {
     assert!(line.contains("level=info") && line.contains("reports_total=40"), "{line}");
     exporter.wait_ready().await;
     assert_eq!(scraped_usage(&exporter.scrape().await), truth(sim).0, "and then the poll completes");
+    let (_, done) = exporter.get("/").await;
+    assert!(!done.contains("id=\"progress\""), "no poll runs any more:\n{done}");
+    assert!(done.contains("<dd id=\"total-images\">40</dd>"), "{done}");
 }
