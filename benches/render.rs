@@ -132,6 +132,13 @@ fn status_page(c: &mut Criterion) {
         b.iter(|| render_snapshot(black_box(&estate), &options))
     });
     let page = StatusPage::build(&estate, &options, now);
+    let size = |query: &str| page.respond(&PageQuery::parse(Some(query)), &[], "/metrics").concat().len();
+    let exposition = render_snapshot(&estate, &options).len();
+    println!(
+        "status page bytes: first page {}, one image {}; /metrics {exposition}",
+        size(""),
+        size("image=ami-00000000000001388")
+    );
     for (what, query) in [
         ("first page", ""),
         ("page 50", "page=50"),

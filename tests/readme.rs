@@ -32,6 +32,10 @@ const COMMANDS: &[(&str, Coverage)] = &[
         "cargo run --features demo --bin ami-usage-demo",
         Test("demo.rs::the_demo_serves_the_ground_truth_then_the_refreshed_reports"),
     ),
+    (
+        "docs/demo-screenshot.sh docs/status-page.png",
+        Test("browser.rs::the_demo_screenshot_script_shoots_the_demos_status_page"),
+    ),
     ("cargo test --workspace --all-features --locked", Ci("cargo test --workspace --all-features --locked")),
     ("cargo build --release", Ci("cargo build --release --locked")),
     (
