@@ -21,7 +21,6 @@ use crate::http::reload::{Reload, ReloadTicket};
 use crate::poll::{PollStats, Poller, TargetPoller};
 use crate::render::RenderOptions;
 use crate::render::cache::RenderCache;
-use crate::render::page::StatusPage;
 use crate::self_metrics::SelfMetrics;
 use crate::shard::Shard;
 use crate::snapshot::{ImageStatus, Snapshot, TargetStatus};
@@ -287,8 +286,8 @@ impl Schedule {
     }
 
     /// Renders and serves the composed snapshot: the exposition (the cache renders the usage
-    /// part again only when a report or the options changed, see `render::cache`) and the
-    /// status page.
+    /// part again only when a report or the options changed, see `render::cache`), and the
+    /// snapshot itself, of which the status page is written when someone asks for it.
     async fn publish(&self, latest: &Latest, config: &Config, cache: &mut RenderCache) {
         let snapshot = Arc::new(latest.snapshot());
         let options = RenderOptions::from_config(config);
@@ -296,11 +295,7 @@ impl Schedule {
             Ok(prepared) => self.state.publish(prepared),
             Err(error) => tracing::error!(%error, "rendering the metrics failed; the previous ones stay"),
         }
-        let page = tokio::task::spawn_blocking(move || StatusPage::build(&snapshot, &options, SystemTime::now()));
-        match page.await {
-            Ok(page) => self.state.publish_page(page),
-            Err(error) => tracing::error!(%error, "rendering the status page failed; the previous one stays"),
-        }
+        self.state.publish_snapshot(snapshot, options);
     }
 
     /// One line per target poll: `duration_ms` is the AWS part, `render_ms` what publishing took

@@ -30,10 +30,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::render::RenderOptions;
 use crate::render::exposition::Prepared;
 use crate::render::page::StatusPage;
 use crate::self_metrics::SelfMetrics;
-use crate::snapshot::LiveTarget;
+use crate::snapshot::{LiveTarget, Snapshot};
 use body::Chunks;
 use reload::Reload;
 use routes::{route, text};
@@ -62,13 +63,24 @@ pub struct ServerOptions {
     pub lifecycle: bool,
 }
 
+/// A published snapshot, and its number (the status page is written once per number).
+#[derive(Default)]
+struct Published {
+    number: u64,
+    snapshot: Arc<Snapshot>,
+    options: RenderOptions,
+}
+
 /// What the HTTP server serves; written by the poller, read by every request.
 pub struct WebState {
     options: ServerOptions,
     /// The exposition of the latest polls, swapped whole.
     exposition: ArcSwap<Prepared>,
-    /// The status page of the same polls.
-    page: ArcSwap<StatusPage>,
+    /// The snapshot of the same polls, numbered, for the status page.
+    snapshot: ArcSwap<Published>,
+    /// The status page of the latest snapshot anyone asked to see: written on the first request
+    /// after a snapshot changed, once, so that polls pay nothing for a page nobody opens.
+    page: tokio::sync::Mutex<Option<(u64, Arc<StatusPage>)>>,
     /// The polls of the targets, live: the page shows those running.
     live: ArcSwap<Vec<LiveTarget>>,
     ready: AtomicBool,
@@ -83,7 +95,8 @@ impl WebState {
         Self {
             options,
             exposition: ArcSwap::from_pointee(Prepared::empty()),
-            page: ArcSwap::from_pointee(StatusPage::empty()),
+            snapshot: ArcSwap::from_pointee(Published::default()),
+            page: tokio::sync::Mutex::new(None),
             live: ArcSwap::from_pointee(Vec::new()),
             ready: AtomicBool::new(false),
             metrics,
@@ -97,9 +110,32 @@ impl WebState {
         self.exposition.store(Arc::new(exposition));
     }
 
-    /// Swaps in the status page of the latest polls.
-    pub fn publish_page(&self, page: StatusPage) {
-        self.page.store(Arc::new(page));
+    /// Swaps in the snapshot of the latest polls, for the status page.
+    pub fn publish_snapshot(&self, snapshot: Arc<Snapshot>, options: RenderOptions) {
+        let number = self.snapshot.load().number + 1;
+        self.snapshot.store(Arc::new(Published { number, snapshot, options }));
+    }
+
+    /// The status page of the latest snapshot, written now if it has not been yet (off the
+    /// threads that serve requests; concurrent requests wait for the one writing it).
+    async fn page(&self) -> Arc<StatusPage> {
+        let published = self.snapshot.load_full();
+        let mut page = self.page.lock().await;
+        if let Some((_, current)) = page.as_ref().filter(|(number, _)| *number == published.number) {
+            return Arc::clone(current);
+        }
+        let number = published.number;
+        let built = tokio::task::spawn_blocking(move || {
+            StatusPage::build(&published.snapshot, &published.options, std::time::SystemTime::now())
+        })
+        .await;
+        match built {
+            Ok(built) => Arc::clone(&page.insert((number, Arc::new(built))).1),
+            Err(error) => {
+                tracing::error!(%error, "writing the status page failed; the previous one is served");
+                page.as_ref().map_or_else(|| Arc::new(StatusPage::empty()), |(_, last)| Arc::clone(last))
+            }
+        }
     }
 
     /// The targets whose running polls the page shows (set when the targets start).

@@ -39,9 +39,9 @@ fn method_not_allowed(allow: &'static str) -> Response<Chunks> {
 }
 
 /// The status page for the filters of `query`, under its content security policy.
-fn status_page(state: &WebState, query: Option<&str>) -> Response<Chunks> {
+async fn status_page(state: &WebState, query: Option<&str>) -> Response<Chunks> {
     let query = PageQuery::parse(query);
-    let body = state.page.load().respond(&query, &state.live.load(), &state.options.telemetry_path);
+    let body = state.page().await.respond(&query, &state.live.load(), &state.options.telemetry_path);
     let mut response = respond(StatusCode::OK, "text/html; charset=utf-8", Chunks::new(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(page::CSP));
@@ -83,7 +83,7 @@ pub async fn route(state: &WebState, method: &Method, target: &str, headers: &He
         "/-/reload" => method_not_allowed("POST, PUT"),
         _ if !read_only => method_not_allowed("GET, HEAD"),
         p if p == state.options.telemetry_path => metrics(state, headers),
-        "/" => status_page(state, query),
+        "/" => status_page(state, query).await,
         // Browsers ask for it on every page; an empty answer keeps a 404 off their console.
         "/favicon.ico" => respond(StatusCode::NO_CONTENT, TEXT, Chunks::text("")),
         "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
@@ -208,6 +208,37 @@ mod tests {
         assert_eq!(icon.status(), StatusCode::NO_CONTENT);
         let metrics = route(&s, &Method::GET, "/metrics?x=1", &HeaderMap::new()).await;
         assert_eq!(metrics.status(), StatusCode::OK, "a query string does not change the path");
+    }
+
+    /// The page is written on the first request after a snapshot is published, once: later
+    /// requests share it until the next snapshot.
+    #[tokio::test]
+    async fn the_page_is_written_once_per_published_snapshot() {
+        use crate::snapshot::{ImageStatus, Snapshot};
+        use std::sync::Arc;
+        let s = state();
+        let image = |id: &str| ImageStatus {
+            region: "us-east-1".into(),
+            owner: None,
+            image_id: id.into(),
+            poll_success: true,
+            last_success: None,
+            pending_since: None,
+            report_failures: 0,
+            report_error: None,
+            poll_error: None,
+            report: None,
+            facts: None,
+            references: None,
+        };
+        s.publish_snapshot(Arc::new(Snapshot::new(vec![image("ami-11111111")])), Default::default());
+        let first = s.page().await;
+        assert!(Arc::ptr_eq(&first, &s.page().await), "the same page, not written again");
+        let html = body_of(route(&s, &Method::GET, "/", &HeaderMap::new()).await).await;
+        assert!(html.contains("data-image=\"ami-11111111\""), "{html}");
+        s.publish_snapshot(Arc::new(Snapshot::new(vec![image("ami-22222222")])), Default::default());
+        let html = body_of(route(&s, &Method::GET, "/", &HeaderMap::new()).await).await;
+        assert!(html.contains("data-image=\"ami-22222222\"") && !html.contains("ami-11111111"), "{html}");
     }
 
     #[tokio::test]
