@@ -116,6 +116,26 @@ pub struct ImageStatus {
     pub references: Option<Arc<References>>,
 }
 
+impl ImageStatus {
+    /// An image that no poll has refreshed yet: nothing known but its name.
+    pub fn unpolled(region: Arc<str>, owner: Option<Arc<str>>, image_id: Arc<str>) -> Self {
+        Self {
+            region,
+            owner,
+            image_id,
+            poll_success: false,
+            last_success: None,
+            pending_since: None,
+            report_failures: 0,
+            report_error: None,
+            poll_error: None,
+            report: None,
+            facts: None,
+            references: None,
+        }
+    }
+}
+
 /// How many of the caller's own resources reference an image, by resource type, as of the last
 /// complete DescribeImageReferences refresh of its target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,18 +321,9 @@ mod tests {
             ],
         ));
         let status = |region: &str, image: &str, report: Option<Arc<ReportUsage>>| ImageStatus {
-            region: region.into(),
-            owner: None,
-            image_id: image.into(),
             poll_success: true,
-            last_success: None,
-            pending_since: None,
-            report_failures: 0,
-            report_error: None,
-            poll_error: None,
             report,
-            facts: None,
-            references: None,
+            ..ImageStatus::unpolled(region.into(), None, image.into())
         };
         let s = Snapshot::new(vec![
             status("us-west-2", "ami-1", Some(report.clone())),

@@ -8,14 +8,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Exposition, die_with_parent, field, http_get, scraped_usage, serving_reports, truth};
+use common::{Exposition, collect_lines, die_with_parent, field, http_get, scraped_usage, serving_reports, truth};
 use ec2_sim::{DatasetSpec, SimConfig, Simulator};
 
 const DEMO: &str = env!("CARGO_BIN_EXE_ami-usage-demo");
@@ -36,18 +35,6 @@ struct Demo {
     stderr: Arc<Mutex<String>>,
 }
 
-/// Appends every line of `pipe` to `sink`, on a thread of its own.
-fn collect(pipe: impl Read + Send + 'static, sink: &Arc<Mutex<String>>) {
-    let sink = Arc::clone(sink);
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-}
-
 impl Demo {
     fn start(args: &[&str]) -> Self {
         let mut cmd = Command::new(DEMO);
@@ -61,8 +48,8 @@ impl Demo {
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("spawn ami-usage-demo");
         let (stdout, stderr) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
-        collect(child.stdout.take().expect("stdout piped"), &stdout);
-        collect(child.stderr.take().expect("stderr piped"), &stderr);
+        collect_lines(child.stdout.take().expect("stdout piped"), &stdout);
+        collect_lines(child.stderr.take().expect("stderr piped"), &stderr);
         Self { child, stdout, stderr }
     }
 

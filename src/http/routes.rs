@@ -217,20 +217,7 @@ mod tests {
         use crate::snapshot::{ImageStatus, Snapshot};
         use std::sync::Arc;
         let s = state();
-        let image = |id: &str| ImageStatus {
-            region: "us-east-1".into(),
-            owner: None,
-            image_id: id.into(),
-            poll_success: true,
-            last_success: None,
-            pending_since: None,
-            report_failures: 0,
-            report_error: None,
-            poll_error: None,
-            report: None,
-            facts: None,
-            references: None,
-        };
+        let image = |id: &str| ImageStatus::unpolled("us-east-1".into(), None, id.into());
         s.publish_snapshot(Arc::new(Snapshot::new(vec![image("ami-11111111")])), Default::default());
         let first = s.page().await;
         assert!(Arc::ptr_eq(&first, &s.page().await), "the same page, not written again");

@@ -200,20 +200,7 @@ impl TargetPoller {
                 report: last.report.clone().filter(|_| last.last_success.is_some_and(within_limit)),
                 ..last.clone()
             },
-            None => ImageStatus {
-                region: self.target.region.clone(),
-                owner: self.target.owner.clone(),
-                image_id: image.into(),
-                poll_success: false,
-                last_success: None,
-                pending_since: None,
-                report_failures: 0,
-                report_error: None,
-                poll_error: None,
-                report: None,
-                facts: None,
-                references: None,
-            },
+            None => ImageStatus::unpolled(self.target.region.clone(), self.target.owner.clone(), image.into()),
         }
     }
 }

@@ -17,7 +17,7 @@
 //!
 //! The API is blocking: from an async test, call it inside `tokio::task::spawn_blocking`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -142,18 +142,6 @@ pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
 fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind an ephemeral loopback port");
     listener.local_addr().expect("local address").port()
-}
-
-/// Collects a child's output lines into `log`.
-fn collect(stream: impl Read + Send + 'static, log: &Arc<Mutex<String>>) {
-    let sink = Arc::clone(log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
 }
 
 /// One HTTP/1.1 request on a fresh connection, bounded by `limit`: the status and the body.
@@ -289,8 +277,8 @@ impl Browser {
         super::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", driver.display()))?;
         let log = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().expect("stdout piped"), &log);
-        collect(child.stderr.take().expect("stderr piped"), &log);
+        super::collect_lines(child.stdout.take().expect("stdout piped"), &log);
+        super::collect_lines(child.stderr.take().expect("stderr piped"), &log);
         let mut browser = Self { driver: child, addr, session: String::new(), log, profile, browser_pid: None };
 
         let deadline = Instant::now() + START_TIMEOUT;

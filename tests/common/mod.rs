@@ -216,6 +216,20 @@ impl Drop for Exporter {
 }
 
 /// A logfmt field's value (unquoted values only, which is what addresses are).
+/// Appends every line of a child's `pipe` to `sink`, on a thread of its own.
+#[allow(dead_code)]
+pub fn collect_lines(pipe: impl std::io::Read + Send + 'static, sink: &std::sync::Arc<std::sync::Mutex<String>>) {
+    use std::io::BufRead as _;
+    let sink = std::sync::Arc::clone(sink);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+}
+
 pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line.find(&format!(" {name}="))? + name.len() + 2;
     line[start..].split(' ').next()
