@@ -128,6 +128,11 @@ async fn the_status_page_shows_the_ground_truth_and_its_filters_work() {
         assert_eq!(browser.title(), "AMI Usage Exporter");
         let text = body_text(browser);
         assert!(text.contains(&format!("Version {}", env!("CARGO_PKG_VERSION"))), "{text}");
+        // The inline stylesheet applies under the page's policy (a blocked one would leave the
+        // browser's default, `separate`).
+        let collapse =
+            browser.execute("return getComputedStyle(document.querySelector('table')).borderCollapse", vec![]);
+        assert_eq!(collapse.as_str(), Some("collapse"), "the stylesheet is in force");
         for (name, href) in [("Metrics", "/metrics"), ("Health", "/-/healthy"), ("Readiness", "/-/ready")] {
             let link = browser.find_all("nav a").into_iter().find(|a| a.text() == name);
             assert_eq!(link.and_then(|a| a.attribute("href")).as_deref(), Some(href), "{name}");
