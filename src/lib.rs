@@ -6,8 +6,9 @@
 //! [`report`] (which report serves, when to ask for a new one, what is superseded), and tells
 //! each image's status; the statuses of every target make an immutable [`snapshot`], the
 //! contract between polling and serving; [`render`] turns a snapshot into the bytes of
-//! `/metrics`, cached while no report changes; [`http`] serves those bytes and the exporter's own
-//! metrics ([`self_metrics`]) to every scrape, never waiting for AWS. [`app`] alone knows all of
+//! `/metrics`, cached while no report changes, and into the status page for people; [`http`]
+//! serves those bytes and the exporter's own metrics ([`self_metrics`]) to every scrape, never
+//! waiting for AWS, and the page at `/`. [`app`] alone knows all of
 //! them: it wires them together, runs one poll task per target, and owns start-up, reloads and
 //! shutdown. The binaries are thin, and the modules that are `pub` are those they, the
 //! integration tests, the benches and the fuzz targets use.
