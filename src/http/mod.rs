@@ -64,9 +64,10 @@ pub struct ServerOptions {
 }
 
 /// A published snapshot, and its number (the status page is written once per number).
-#[derive(Default)]
 struct Published {
     number: u64,
+    /// When it was published: the page's "figures as of", and what its ages count from.
+    at: std::time::SystemTime,
     snapshot: Arc<Snapshot>,
     options: RenderOptions,
 }
@@ -95,7 +96,12 @@ impl WebState {
         Self {
             options,
             exposition: ArcSwap::from_pointee(Prepared::empty()),
-            snapshot: ArcSwap::from_pointee(Published::default()),
+            snapshot: ArcSwap::from_pointee(Published {
+                number: 0,
+                at: std::time::SystemTime::now(),
+                snapshot: Arc::default(),
+                options: RenderOptions::default(),
+            }),
             page: tokio::sync::Mutex::new(None),
             live: ArcSwap::from_pointee(Vec::new()),
             ready: AtomicBool::new(false),
@@ -113,7 +119,8 @@ impl WebState {
     /// Swaps in the snapshot of the latest polls, for the status page.
     pub fn publish_snapshot(&self, snapshot: Arc<Snapshot>, options: RenderOptions) {
         let number = self.snapshot.load().number + 1;
-        self.snapshot.store(Arc::new(Published { number, snapshot, options }));
+        let at = std::time::SystemTime::now();
+        self.snapshot.store(Arc::new(Published { number, at, snapshot, options }));
     }
 
     /// The status page of the latest snapshot, written now if it has not been yet (off the
@@ -126,7 +133,7 @@ impl WebState {
         }
         let number = published.number;
         let built = tokio::task::spawn_blocking(move || {
-            StatusPage::build(&published.snapshot, &published.options, std::time::SystemTime::now())
+            StatusPage::build(&published.snapshot, &published.options, published.at)
         })
         .await;
         match built {

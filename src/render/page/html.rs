@@ -35,6 +35,13 @@ impl Html {
         self.age(t, now)
     }
 
+    /// A UTC time alone, without an age.
+    pub(super) fn moment(&mut self, t: SystemTime) -> &mut Self {
+        let iso = humantime::format_rfc3339_seconds(t).to_string();
+        let _ = write!(self.0, "<time datetime=\"{iso}\">{}</time>", iso.replace('T', " "));
+        self
+    }
+
     /// A UTC day (the whole time in its tooltip), with its age at `now`: for times that are
     /// days or months away.
     pub(super) fn date(&mut self, t: SystemTime, now: SystemTime) -> &mut Self {

@@ -275,7 +275,7 @@ fn links(telemetry_path: &str, built: SystemTime) -> String {
     let mut html = Html::default();
     html.raw("<nav><a href=\"").text(telemetry_path).raw("\">Metrics</a><a href=\"/-/healthy\">Health</a>");
     html.raw("<a href=\"/-/ready\">Readiness</a></nav>\n<p class=\"meta\">Version ").text(crate::VERSION_LINE);
-    html.raw(" · figures as of ").time(built, built).raw("</p></header>\n");
+    html.raw(" · figures as of ").moment(built).raw("</p></header>\n");
     html.into_string()
 }
 
