@@ -7,15 +7,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use super::values::PositiveDuration;
+use super::values::{PositiveDuration, check_version_depth};
 
 /// The resource types DescribeImageReferences knows, as the API spells them.
 pub const REFERENCE_TYPES: [&str; 5] =
     ["ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter", "imagebuilder:ImageRecipe", "imagebuilder:ContainerRecipe"];
 /// Instance states the `state-name` option takes.
 const INSTANCE_STATES: [&str; 6] = ["pending", "running", "shutting-down", "terminated", "stopping", "stopped"];
-/// The range of the `version-depth` option.
-const MAX_VERSION_DEPTH: u32 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -76,15 +74,8 @@ impl ReferenceType {
         if let Some(bad) = states.iter().find(|s| !INSTANCE_STATES.contains(&s.as_str())) {
             return Err(format!("unknown instance state {bad:?}; one of {}", INSTANCE_STATES.join(", ")));
         }
-        match version_depth {
-            Some(_) if name != "ec2:LaunchTemplate" => {
-                Err(format!("version_depth applies only to ec2:LaunchTemplate, not {name}"))
-            }
-            Some(d) if !(1..=MAX_VERSION_DEPTH).contains(&d) => {
-                Err(format!("version_depth {d} is out of range 1 to {MAX_VERSION_DEPTH}"))
-            }
-            _ => Ok(Self { name, states, version_depth }),
-        }
+        let version_depth = version_depth.map(|depth| check_version_depth(&name, depth)).transpose()?;
+        Ok(Self { name, states, version_depth })
     }
 }
 

@@ -56,17 +56,26 @@ pub struct ResourceType {
     version_depth: Option<u32>,
 }
 
+/// A launch template's `version_depth`, for usage reports and references alike: it applies to
+/// ec2:LaunchTemplate only, within EC2's range.
+pub(super) fn check_version_depth(name: &str, depth: u32) -> Result<u32, String> {
+    if name != LAUNCH_TEMPLATE {
+        return Err(format!("version_depth applies only to {LAUNCH_TEMPLATE}, not {name}"));
+    }
+    if !(1..=MAX_VERSION_DEPTH).contains(&depth) {
+        return Err(format!("version_depth {depth} is out of range 1 to {MAX_VERSION_DEPTH}"));
+    }
+    Ok(depth)
+}
+
 impl ResourceType {
     pub fn new(name: &str, version_depth: Option<u32>) -> Result<Self, String> {
         if name.is_empty() || name.chars().any(char::is_whitespace) {
             return Err(format!("resource type {name:?} must be a non-empty name without spaces, e.g. ec2:Instance"));
         }
-        let version_depth = match (name == LAUNCH_TEMPLATE, version_depth) {
-            (true, None) => Some(DEFAULT_VERSION_DEPTH),
-            (true, Some(d)) if (1..=MAX_VERSION_DEPTH).contains(&d) => Some(d),
-            (true, Some(d)) => return Err(format!("version_depth {d} is out of range 1 to {MAX_VERSION_DEPTH}")),
-            (false, None) => None,
-            (false, Some(_)) => return Err(format!("version_depth applies only to {LAUNCH_TEMPLATE}, not {name}")),
+        let version_depth = match version_depth {
+            Some(depth) => Some(check_version_depth(name, depth)?),
+            None => (name == LAUNCH_TEMPLATE).then_some(DEFAULT_VERSION_DEPTH),
         };
         Ok(Self { name: name.to_owned(), version_depth })
     }
