@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use super::target::TargetPoller;
+use super::target::{TargetPoller, due};
 use crate::aws::{ApiError, Described};
 
 impl TargetPoller {
@@ -13,8 +13,7 @@ impl TargetPoller {
         let discovery = self.target.discovery.as_ref()?;
         let memory = &mut self.memory;
         let interval = discovery.refresh_interval.get();
-        let due = memory.discovered_at.is_none_or(|at| now.duration_since(at).map_or(true, |age| age >= interval));
-        if !due {
+        if !due(memory.discovered_at, now, interval) {
             return None;
         }
         let region = &self.target.region;

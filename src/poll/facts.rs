@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::target::TargetPoller;
+use super::target::{TargetPoller, due};
 use crate::aws::{ApiError, Code, Described};
 use crate::config::MAX_IDS_PER_CALL;
 use crate::snapshot::ImageFacts;
@@ -42,8 +42,7 @@ impl TargetPoller {
     ) {
         let settings = &self.settings.images;
         let interval = settings.refresh_interval.get();
-        let due = self.memory.facts_at.is_none_or(|at| now.duration_since(at).map_or(true, |age| age >= interval));
-        if !settings.facts || !due {
+        if !settings.facts || !due(self.memory.facts_at, now, interval) {
             return;
         }
         let mut found = Found::default();

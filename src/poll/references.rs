@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::bounded::bounded;
-use super::target::TargetPoller;
+use super::target::{TargetPoller, due};
 use crate::aws::ApiError;
 use crate::snapshot::References;
 
@@ -20,8 +20,7 @@ impl TargetPoller {
     pub(super) async fn refresh_references(&mut self, images: &[String], now: SystemTime, errors: &mut Vec<ApiError>) {
         let settings = &self.settings.references;
         let interval = settings.refresh_interval.get();
-        let due = self.memory.references_at.is_none_or(|at| now.duration_since(at).map_or(true, |age| age >= interval));
-        if !settings.enabled || !due {
+        if !settings.enabled || !due(self.memory.references_at, now, interval) {
             return;
         }
         let (api, types) = (&self.target.api, &settings.resource_types);

@@ -27,6 +27,12 @@ pub(super) struct Settings {
     pub(super) references: ReferenceSettings,
 }
 
+/// Whether something last done at `last` (never: `None`) is due again at `now`. A clock that
+/// went back makes it due: better one call too many than facts that never refresh.
+pub(super) fn due(last: Option<SystemTime>, now: SystemTime, interval: Duration) -> bool {
+    last.is_none_or(|at| now.duration_since(at).map_or(true, |age| age >= interval))
+}
+
 /// A create whose answer named a report that the next listing did not show (deleted elsewhere,
 /// or expired): the same request would get the same answer, so it is not repeated until the
 /// image's token changes.
