@@ -90,7 +90,6 @@ pub struct Ec2Client {
     pub(super) client: aws_sdk_ec2::Client,
     limiter: Arc<Semaphore>,
     page_size: i32,
-    region: String,
     /// Every call and failed call, and those the SDK never sees, such as a looping nextToken.
     calls: CallCounter,
 }
@@ -173,7 +172,6 @@ impl Ec2Client {
             client,
             limiter: Arc::new(Semaphore::new(max_concurrent_requests.max(1))),
             page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
-            region: calls.region().to_owned(),
             calls,
         }
     }
@@ -302,7 +300,7 @@ impl Ec2Client {
                     return Ok(());
                 }
                 Err(error) if !restarted && chain.pages.fetched > 0 && error.code == Code::InvalidPaginationToken => {
-                    tracing::debug!(aws_region = %self.region, pages = chain.pages.fetched, %error, "EC2 refused the saved nextToken; reading the entries from the first page");
+                    tracing::debug!(aws_region = %self.calls.region(), pages = chain.pages.fetched, %error, "EC2 refused the saved nextToken; reading the entries from the first page");
                     *chain = EntryChain::default();
                     restarted = true;
                 }
