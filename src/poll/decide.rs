@@ -24,12 +24,13 @@ pub(super) struct Decision {
     pub(super) report_error: Option<String>,
 }
 
-/// Why a failed report failed: EC2's reason, or the state it stayed in too long.
-fn failure_reason(report: &Report) -> String {
+/// Why a failed report failed: EC2's reason, or the state it stayed in too long (`None` for a
+/// report that did not fail).
+fn failure_reason(report: &Report) -> Option<String> {
     match &report.state {
-        ReportState::Error { reason } => reason.clone(),
-        ReportState::Other(state) => format!("stayed in state {state:?} past reports.pending_timeout"),
-        ReportState::Pending | ReportState::Available => String::new(),
+        ReportState::Error { reason } => Some(reason.clone()),
+        ReportState::Other(state) => Some(format!("stayed in state {state:?} past reports.pending_timeout")),
+        ReportState::Pending | ReportState::Available => None,
     }
 }
 
@@ -78,7 +79,7 @@ impl TargetPoller {
                 serving: sorted.newest_available.cloned(),
                 pending_since: sorted.pending.map(|p| p.created),
                 failures: failures.len(),
-                report_error: failures.first().map(|r| failure_reason(r)),
+                report_error: failures.first().and_then(|r| failure_reason(r)),
             };
             decisions.insert(image.clone(), decision);
         }
