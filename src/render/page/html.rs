@@ -21,6 +21,12 @@ impl Html {
         self
     }
 
+    /// A number as digits only, for `data-` attributes that tests and scripts read.
+    pub(super) fn digits(&mut self, n: u64) -> &mut Self {
+        let _ = write!(self.0, "{n}");
+        self
+    }
+
     /// A number with thousands separators (numbers need no escaping).
     pub(super) fn count(&mut self, n: u64) -> &mut Self {
         self.0.push_str(&grouped(n));
@@ -29,10 +35,7 @@ impl Html {
 
     /// A UTC time, machine-readable in `datetime`, with its age at `now`.
     pub(super) fn time(&mut self, t: SystemTime, now: SystemTime) -> &mut Self {
-        let iso = humantime::format_rfc3339_seconds(t).to_string();
-        let shown = iso.replace('T', " ");
-        let _ = write!(self.0, "<time datetime=\"{iso}\">{shown}</time>");
-        self.age(t, now)
+        self.moment(t).age(t, now)
     }
 
     /// A UTC time alone, without an age.

@@ -74,7 +74,7 @@ impl<'a> ImageView<'a> {
         }
         html.raw("</td><td class=\"report\">");
         report(&mut html, s, now);
-        html.raw("</td><td class=\"usage num\" data-total=\"").count_plain(self.total).raw("\">");
+        html.raw("</td><td class=\"usage num\" data-total=\"").digits(self.total).raw("\">");
         self.usage(&mut html);
         html.raw("</td><td class=\"accounts\">");
         self.accounts(&mut html, names, ROW_ACCOUNTS);
@@ -162,13 +162,6 @@ impl<'a> ImageView<'a> {
         if self.accounts.len() > limit {
             html.raw("<div class=\"muted\">and ").count((self.accounts.len() - limit) as u64).raw(" more</div>");
         }
-    }
-}
-
-impl Html {
-    /// A number as digits only (for `data-` attributes that tests and scripts read).
-    fn count_plain(&mut self, n: u64) -> &mut Self {
-        self.raw(&n.to_string())
     }
 }
 

@@ -165,17 +165,16 @@ impl StatusPage {
         out.extend(self.targets.iter().filter(|t| region_matches(&t.region)).map(|t| t.html.clone()));
         out.push(Bytes::from_static(b"</tbody></table></section>\n"));
 
-        let wanted = query.image.as_deref().map(str::to_lowercase);
-        let exact: Vec<&ImageEntry> = self
-            .images
-            .iter()
-            .filter(|i| region_matches(&i.region) && query.image.as_deref() == Some(&*i.image_id))
-            .collect();
-        let matching: Vec<&ImageEntry> = if exact.is_empty() {
-            let found = |i: &&ImageEntry| wanted.as_deref().is_none_or(|w| i.haystack.contains(w));
-            self.images.iter().filter(|i| region_matches(&i.region)).filter(found).collect()
+        // An exact image ID shows that image (in each matching Region) with its detail; any
+        // other text is searched for in IDs and names.
+        let in_region = || self.images.iter().filter(|i| region_matches(&i.region));
+        let exact: Vec<&ImageEntry> = in_region().filter(|i| query.image.as_deref() == Some(&*i.image_id)).collect();
+        let detailed = !exact.is_empty();
+        let matching = if detailed {
+            exact
         } else {
-            exact.clone()
+            let wanted = query.image.as_deref().map(str::to_lowercase);
+            in_region().filter(|i| wanted.as_deref().is_none_or(|w| i.haystack.contains(w))).collect()
         };
         let pages = matching.len().div_ceil(PAGE_SIZE).max(1);
         let page = query.page.clamp(1, pages);
@@ -183,7 +182,9 @@ impl StatusPage {
         out.extend(matching.iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE).map(|i| i.row.clone()));
         out.push(Bytes::from_static(b"</tbody></table>\n"));
         out.push(Bytes::from(pager(query, page, pages)));
-        out.extend(exact.iter().map(|i| i.detail.clone()));
+        if detailed {
+            out.extend(matching.iter().map(|i| i.detail.clone()));
+        }
         out.push(Bytes::from_static(b"</section>\n</body></html>\n"));
         out
     }
