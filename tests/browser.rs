@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::browser::{Browser, WINDOW_WIDTH, find_on_path, png_size, skip_without};
-use common::{Exporter, Exposition, config_for, config_for_regions, scraped_usage, simulator, truth};
+use common::{Exporter, Exposition, TempFile, config_for, config_for_regions, scraped_usage, simulator, truth};
 use ec2_sim::RunningSimulator;
 
 /// The simulator and a ready exporter watching all its images (one poll, then quiet).
@@ -38,21 +38,6 @@ async fn ready_exporter() -> (RunningSimulator, Exporter) {
 async fn with_browser<T: Send + 'static>(test: impl FnOnce(&Browser) -> T + Send + 'static) -> Option<T> {
     let outcome = tokio::task::spawn_blocking(move || Browser::start().map(|browser| test(&browser))).await;
     outcome.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-}
-
-/// A file in the temporary directory, removed when dropped.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new(name: &str) -> Self {
-        Self(std::env::temp_dir().join(format!("ami-usage-browser-test-{}-{name}", std::process::id())))
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The rendered text of the page's body.
@@ -382,7 +367,7 @@ async fn screenshots_are_pngs_of_the_window() {
     let (landing, tall) = (format!("http://{}/", exporter.addr), server.url("/tall"));
     with_browser(move |browser| {
         browser.navigate(&landing);
-        let file = TempPath::new("landing.png");
+        let file = TempFile::named("landing.png");
         let png = browser.screenshot_png(&file.0);
         assert_eq!(std::fs::read(&file.0).expect("the screenshot file"), png);
         let (width, height) = png_size(&png).expect("a PNG");
@@ -391,7 +376,7 @@ async fn screenshots_are_pngs_of_the_window() {
         assert!(png.len() > 5_000, "a page with text is more than a blank PNG: {} bytes", png.len());
 
         browser.navigate(&tall);
-        let file = TempPath::new("tall.png");
+        let file = TempFile::named("tall.png");
         let viewport = png_size(&browser.screenshot_png(&file.0)).expect("a PNG");
         let full = png_size(&browser.full_page_screenshot_png(&file.0)).expect("a PNG");
         assert!(viewport.1 < 3000, "the viewport screenshot stops at the window: {viewport:?}");
@@ -521,6 +506,21 @@ fn screenshot_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.sh")
 }
 
+/// Runs a screenshot script off the async workers; it must succeed (its output is shown when it
+/// does not) and leave its PNG in `out`.
+async fn shoot(mut script: Command, out: &TempFile, what: &str) -> Vec<u8> {
+    let run = tokio::task::spawn_blocking(move || script.output()).await.expect("join");
+    let run = run.unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert!(
+        run.status.success(),
+        "{what} failed ({}):\n{}{}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read(&out.0).unwrap_or_else(|e| panic!("{what} wrote no screenshot: {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_screenshot_script_shoots_the_status_page() {
     let usage = Command::new("bash").arg(screenshot_script()).output().expect("run bash");
@@ -532,22 +532,10 @@ async fn the_screenshot_script_shoots_the_status_page() {
     }
     let (_running, exporter) = ready_exporter().await;
     let url = format!("http://{}/", exporter.addr);
-    let out = TempPath::new("script.png");
-    let run = tokio::task::spawn_blocking({
-        let out = out.0.clone();
-        move || Command::new("bash").arg(screenshot_script()).arg(&url).arg(&out).arg("1024x700").output()
-    })
-    .await
-    .expect("join")
-    .expect("run docs/screenshot.sh");
-    assert!(
-        run.status.success(),
-        "docs/screenshot.sh failed ({}):\n{}{}",
-        run.status,
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let png = std::fs::read(&out.0).expect("the screenshot file");
+    let out = TempFile::named("script.png");
+    let mut script = Command::new("bash");
+    script.arg(screenshot_script()).arg(&url).arg(&out.0).arg("1024x700");
+    let png = shoot(script, &out, "docs/screenshot.sh").await;
     assert_eq!(png_size(&png), Some((1024, 700)), "a PNG of the size asked for");
     assert!(png.len() > 5_000, "the page's text is in it: {} bytes", png.len());
 }
@@ -561,23 +549,13 @@ async fn the_demo_screenshot_script_shoots_the_demos_status_page() {
         skip_without("chromium");
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/demo-screenshot.sh");
-    let out = TempPath::new("demo.png");
-    let run = tokio::task::spawn_blocking({
-        let out = out.0.clone();
-        move || Command::new("bash").arg(script).arg(&out).env("DEMO", env!("CARGO_BIN_EXE_ami-usage-demo")).output()
-    })
-    .await
-    .expect("join")
-    .expect("run docs/demo-screenshot.sh");
-    assert!(
-        run.status.success(),
-        "docs/demo-screenshot.sh failed ({}):\n{}{}",
-        run.status,
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let png = std::fs::read(&out.0).expect("the screenshot file");
+    let out = TempFile::named("demo.png");
+    let mut script = Command::new("bash");
+    script
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/demo-screenshot.sh"))
+        .arg(&out.0)
+        .env("DEMO", env!("CARGO_BIN_EXE_ami-usage-demo"));
+    let png = shoot(script, &out, "docs/demo-screenshot.sh").await;
     assert_eq!(png_size(&png), Some((1280, 900)), "the README picture's size");
     let committed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-page.png"));
     assert_eq!(committed.ok().and_then(|p| png_size(&p)), Some((1280, 900)), "docs/status-page.png is such a picture");

@@ -62,10 +62,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 /// The project's alert rules with every `for:` set to 0s, so that alerts fire within a test.
 fn rules_without_delay(from: &Path, to: &Path) {
     let rules = std::fs::read_to_string(from).expect("deploy/prometheus/rules.yml");
@@ -99,7 +95,7 @@ fn start_prometheus_on(exporters: &[&Exporter]) -> Prometheus {
     // The free port may be taken again before Prometheus binds it (other processes start beside
     // it): a Prometheus that exits is started again on another port, a bounded number of times.
     for attempt in 0..5 {
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().expect("addr");
         let mut command = Command::new("prometheus");
         common::die_with_parent(&mut command);
         let mut child = command
@@ -126,14 +122,9 @@ fn start_prometheus_on(exporters: &[&Exporter]) -> Prometheus {
     panic!("prometheus did not start in 5 attempts");
 }
 
-/// `text` percent-encoded for a URL's query string: every byte but the unreserved ones.
+/// `text` encoded for a URL's query string, as a browser encodes a form.
 fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// One call of Prometheus's HTTP API: the HTTP status and the answer (`status`, `data` or
@@ -225,13 +216,7 @@ async fn prometheus_stores_the_ground_truth_and_fires_the_unexpected_use_alert()
         !accounts.is_empty() && accounts.iter().all(|a| *a == planted),
         "alerts for {accounts:?}, planted {planted}"
     );
-    let firing: Vec<&str> = alerts["alerts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["state"] == "firing")
-        .filter_map(|a| a["labels"]["alertname"].as_str())
-        .collect();
+    let firing = firing_names(&alerts);
     assert!(
         firing.iter().all(|name| *name == "AmiUsageUnexpectedAccount"),
         "a healthy exporter fires no other alert: {firing:?}"
@@ -358,8 +343,7 @@ async fn three_shards_add_up_in_prometheus_and_a_stopped_shard_fires_the_shardin
     assert_eq!(series_of(&stored), expected, "the three shards hold the ground truth, once");
     // Let the rules run a few times on the whole set: neither sharding alert fires.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (_, body) = http_get(prometheus.addr, "/api/v1/alerts").await;
-    let alerts: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let (_, alerts) = api(&prometheus, "/api/v1/alerts").await;
     let firing = firing_names(&alerts["data"]);
     assert!(!firing.iter().any(|n| n.starts_with("AmiUsageShard")), "all shards up: {firing:?}");
 

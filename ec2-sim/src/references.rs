@@ -235,7 +235,7 @@ fn draw_depth(rng: &mut SplitMix64) -> u32 {
 
 /// Images that have no reference at all: every fifth from index 3 (3, 8, 13, …), the never-launched ones.
 pub(crate) fn unreferenced(index: usize) -> bool {
-    index % 5 == 3
+    crate::facts::never_launched(index)
 }
 
 /// Every fifth image from index 0 (0, 5, 10, …) has every kind: 2 to 4 instances, the first `running` and the

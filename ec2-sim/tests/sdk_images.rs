@@ -152,7 +152,10 @@ async fn describe_image_references_through_the_sdk() {
     let mut expected: Vec<String> = sim
         .references()
         .into_iter()
-        .filter(|v| ids10.contains(&v.image_id) && v.launch_template_depth.is_none_or(|d| d <= 10))
+        .filter(|v| {
+            ids10.contains(&v.image_id)
+                && v.launch_template_depth.is_none_or(|d| d <= ec2_sim::DEFAULT_REFERENCE_VERSION_DEPTH)
+        })
         .map(|v| v.arn_in(REGION))
         .collect();
     let mut got: Vec<String> = all.iter().filter_map(|r| r.arn().map(str::to_string)).collect();

@@ -18,7 +18,7 @@
 //! The API is blocking: from an async test, call it inside `tokio::task::spawn_blocking`.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -137,11 +137,6 @@ pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
     }
     let word = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     Some((word(16), word(20)))
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind an ephemeral loopback port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// One HTTP/1.1 request on a fresh connection, bounded by `limit`: the status and the body.
@@ -269,7 +264,7 @@ impl Browser {
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).map_err(|e| format!("create {}: {e}", profile.display()))?;
 
-        let port = free_port();
+        let port = super::free_port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut cmd = Command::new(driver);
         // Without --allowed-ips, chromedriver listens on loopback only and refuses remote clients.

@@ -43,6 +43,11 @@ impl TempFile {
         std::fs::write(&path, contents).expect("write temp config");
         Self(path)
     }
+
+    /// A path for a file a test will write (`name` tells it apart), removed when dropped.
+    pub fn named(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("ami-usage-test-{}-{name}", std::process::id())))
+    }
 }
 
 impl Drop for TempFile {
@@ -215,14 +220,11 @@ impl Drop for Exporter {
     }
 }
 
-/// A logfmt field's value (unquoted values only, which is what addresses are).
 /// Appends every line of a child's `pipe` to `sink`, on a thread of its own.
-#[allow(dead_code)]
-pub fn collect_lines(pipe: impl std::io::Read + Send + 'static, sink: &std::sync::Arc<std::sync::Mutex<String>>) {
-    use std::io::BufRead as _;
-    let sink = std::sync::Arc::clone(sink);
+pub fn collect_lines(pipe: impl std::io::Read + Send + 'static, sink: &Arc<Mutex<String>>) {
+    let sink = Arc::clone(sink);
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
             text.push_str(&line);
             text.push('\n');
@@ -230,6 +232,12 @@ pub fn collect_lines(pipe: impl std::io::Read + Send + 'static, sink: &std::sync
     });
 }
 
+/// A port free on loopback now (another process may take it before it is used).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A logfmt field's value (unquoted values only, which is what addresses are).
 pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line.find(&format!(" {name}="))? + name.len() + 2;
     line[start..].split(' ').next()

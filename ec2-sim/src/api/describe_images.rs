@@ -58,9 +58,14 @@ pub(super) fn handle(state: &mut State, owner: OwnerIx, params: &Params, request
             })
         })
         .collect();
-    // A call by ID cannot carry MaxResults, so it answers all its images at once, however many.
-    let page =
-        if image_ids.is_empty() { paginate(selected, params)? } else { Page { items: selected, next_token: None } };
+    // A call by ID cannot carry MaxResults, so it answers all its images at once, however many;
+    // a token it cannot have been given is refused all the same.
+    let page = if image_ids.is_empty() {
+        paginate(selected, params)?
+    } else {
+        crate::pagination::position(params).ok_or_else(Ec2Error::invalid_token)?;
+        Page { items: selected, next_token: None }
+    };
 
     let mut w = XmlWriter::success("DescribeImagesResponse", request_id);
     w.set("imagesSet", &page.items, |w, i| write_image(w, i));

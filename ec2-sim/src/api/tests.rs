@@ -335,26 +335,35 @@ fn more_than_200_ids_is_an_error() {
     ok(&sim, &pairs[..203]);
 }
 
-fn collect_pages(sim: &Simulator, base: &[(&str, &str)], item_tag: &str, max: usize) -> Vec<String> {
-    let max = max.to_string();
-    let mut all = Vec::new();
+/// Every page of a paginated call, as bodies, following `nextToken` (bounded); with `max`, asks
+/// for pages of at most `max` items (`item_tag`) and checks they are.
+fn page_bodies(sim: &Simulator, base: &[(&str, &str)], item_tag: &str, max: Option<usize>) -> Vec<String> {
+    let max_text = max.map(|m| m.to_string());
+    let mut bodies = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..10_000 {
         let mut pairs = base.to_vec();
-        pairs.push(("MaxResults", &max));
+        if let Some(m) = &max_text {
+            pairs.push(("MaxResults", m));
+        }
         if let Some(t) = &token {
             pairs.push(("NextToken", t));
         }
         let body = ok(sim, &pairs);
-        let items = texts(&body, item_tag);
-        assert!(items.len() <= max.parse().unwrap());
-        all.extend(items);
+        if let Some(m) = max {
+            assert!(texts(&body, item_tag).len() <= m, "a page of more than {m}");
+        }
         token = texts(&body, "nextToken").pop();
+        bodies.push(body);
         if token.is_none() {
-            return all;
+            return bodies;
         }
     }
     panic!("pagination did not end");
+}
+
+fn collect_pages(sim: &Simulator, base: &[(&str, &str)], item_tag: &str, max: usize) -> Vec<String> {
+    page_bodies(sim, base, item_tag, Some(max)).iter().flat_map(|body| texts(body, item_tag)).collect()
 }
 
 #[test]

@@ -189,6 +189,11 @@ fn ids_pages_and_errors() {
         err(&sim, &[("Action", "DescribeImages"), ("ImageId.1", &ids[0]), ("ImageId.2", "ami-xyz")]),
         (400, "InvalidAMIID.Malformed".into())
     );
+    assert_eq!(
+        err(&sim, &[("Action", "DescribeImages"), ("ImageId.1", &ids[0]), ("NextToken", "bogus")]).1,
+        "InvalidPaginationToken",
+        "a token beside IDs is checked, not ignored"
+    );
     for bad in [("IncludeDisabled", "yes"), ("IncludeDeprecated", "1")] {
         assert_eq!(err(&sim, &[("Action", "DescribeImages"), bad]), (400, "InvalidParameterValue".into()));
     }
@@ -199,20 +204,7 @@ fn ids_pages_and_errors() {
     assert!(sim.image_facts().iter().all(|f| f.image_id != ids[1]));
     // Pages without IDs still work, disabled images left out of them too.
     sim.set_image_state(&ids[4], "disabled");
-    let mut got = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut pairs = vec![("MaxResults", "2")];
-        if let Some(t) = &token {
-            pairs.push(("NextToken", t));
-        }
-        let body = describe(&sim, &pairs);
-        got.extend(texts(&body, "imageId"));
-        token = texts(&body, "nextToken").pop();
-        if token.is_none() {
-            break;
-        }
-    }
+    let got = super::collect_pages(&sim, &[("Action", "DescribeImages")], "imageId", 2);
     assert_eq!(got, [ids[0].clone(), ids[2].clone(), ids[3].clone()]);
 }
 
