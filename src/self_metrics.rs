@@ -135,7 +135,7 @@ impl SelfMetrics {
             )?,
             reports_deleted: r.region_counter(
                 "reports_deleted_total",
-                "AMI usage reports this exporter created and then deleted: replaced by a newer report, or failed in an earlier refresh window",
+                "AMI usage reports this exporter created and then deleted: available or failed, older than the newer report that replaced them",
             )?,
             reports_vanished: r.region_counter(
                 "reports_vanished_total",
