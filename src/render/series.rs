@@ -89,12 +89,16 @@ pub fn render_snapshot(snapshot: &Snapshot, options: &RenderOptions) -> Vec<u8> 
     out
 }
 
-/// The labels that identify an image: Region, owner (when several are configured), image.
+/// The labels that identify a target: Region, and owner when several are configured.
+fn target_labels<'a>(region: &'a str, owner: Option<&'a str>) -> Vec<(&'static str, &'a str)> {
+    let mut labels = vec![("aws_region", region)];
+    labels.extend(owner.map(|owner| ("owner_account_id", owner)));
+    labels
+}
+
+/// The labels that identify an image: its target's, then the image.
 fn image_labels(image: &ImageStatus) -> Vec<(&str, &str)> {
-    let mut labels: Vec<(&str, &str)> = vec![("aws_region", &image.region)];
-    if let Some(owner) = &image.owner {
-        labels.push(("owner_account_id", owner));
-    }
+    let mut labels = target_labels(&image.region, image.owner.as_deref());
     labels.push(("image_id", &image.image_id));
     labels
 }
@@ -179,11 +183,7 @@ impl ReferenceFamilies {
     /// for the image.
     fn push_target(&mut self, target: &TargetStatus) {
         let Some(measured) = target.references_measured else { return };
-        let mut labels: Vec<(&str, &str)> = vec![("aws_region", &target.region)];
-        if let Some(owner) = &target.owner {
-            labels.push(("owner_account_id", owner));
-        }
-        self.measured.push(&labels, unix_seconds(measured));
+        self.measured.push(&target_labels(&target.region, target.owner.as_deref()), unix_seconds(measured));
     }
 
     fn append_to(self, out: &mut Vec<u8>) {
@@ -363,6 +363,7 @@ pub fn snapshot_family_names() -> Vec<String> {
         "image_poll_success",
         "last_success_timestamp_seconds",
         "pending_report_creation_timestamp_seconds",
+        "image_report_failures",
         "unexpected_resources",
         "account_info",
         "series_dropped",
