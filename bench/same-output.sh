@@ -38,6 +38,11 @@ for port in 19912 19913; do
         curl -sf "http://127.0.0.1:$port/-/ready" >/dev/null && break
         sleep 0.2
     done
+    if ! curl -sf "http://127.0.0.1:$port/-/ready" >/dev/null; then
+        echo "$0: the exporter on port $port is not ready after 30 s; its log:" >&2
+        cat "$work/$port.log" >&2
+        exit 1
+    fi
 done
 mask() {
     grep -v '^process_\|^# [A-Z]* process_\|ami_usage_build_info{' |
