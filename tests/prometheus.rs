@@ -225,20 +225,35 @@ async fn prometheus_stores_the_ground_truth_and_fires_the_unexpected_use_alert()
 
 /// The images each image-life alert must name, from the simulator's ground truth: usage per image
 /// (references are not enabled, so only cross-account usage counts) and DescribeImages' facts.
+/// What the image-life rules of deploy/prometheus/rules.yml see in an image's facts at `now`:
+/// deprecated already, deprecated within 14 days, idle for 90 days (its last launch, or its
+/// creation when it never launched).
+struct Life {
+    deprecated: bool,
+    soon: bool,
+    idle: bool,
+}
+
+impl Life {
+    fn of(f: &ec2_sim::ImageFacts, now: std::time::SystemTime) -> Self {
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        let since = f.last_launched_time.unwrap_or(f.creation_date);
+        Self {
+            deprecated: f.deprecation_time.is_some_and(|t| t <= now),
+            soon: f.deprecation_time.is_some_and(|t| t > now && t <= now + days(14)),
+            idle: now.duration_since(since).is_ok_and(|age| age > days(90)),
+        }
+    }
+}
+
 fn planted_image_life_alerts(sim: &ec2_sim::Simulator) -> BTreeMap<&'static str, Vec<String>> {
     let (usage, _) = truth(sim);
     let used = |image: &str| usage.iter().any(|((i, _, _), n)| i == image && *n > 0.0);
     let now = std::time::SystemTime::now();
-    let days = |d: u64| Duration::from_secs(d * 86_400);
     let mut planted: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for f in sim.image_facts() {
         let available = f.state == "available";
-        let deprecated = f.deprecation_time.is_some_and(|t| t <= now);
-        let soon = f.deprecation_time.is_some_and(|t| t > now && t <= now + days(14));
-        let idle = match f.last_launched_time {
-            Some(t) => now.duration_since(t).is_ok_and(|age| age > days(90)),
-            None => now.duration_since(f.creation_date).is_ok_and(|age| age > days(90)),
-        };
+        let Life { deprecated, soon, idle } = Life::of(&f, now);
         let alerts = [
             ("AmiUsageDeprecatedImageInUse", available && deprecated && used(&f.image_id)),
             ("AmiUsageImageDeprecationSoon", available && soon && used(&f.image_id)),
@@ -415,10 +430,7 @@ fn plant_for_every_panel(sim: &ec2_sim::Simulator) -> Planted {
     let mut retirement_candidates = BTreeSet::new();
     let mut deprecated_or_disabled_in_use = BTreeSet::new();
     for f in sim.image_facts() {
-        let idle =
-            |t: std::time::SystemTime| now.duration_since(t).is_ok_and(|age| age > Duration::from_secs(90 * 86_400));
-        let idle = f.last_launched_time.map_or_else(|| idle(f.creation_date), idle);
-        let deprecated = f.deprecation_time.is_some_and(|t| t <= now);
+        let Life { deprecated, idle, .. } = Life::of(&f, now);
         if f.state == "available" && idle && !in_use(&f.image_id) {
             retirement_candidates.insert(f.image_id.clone());
         }
